@@ -1,0 +1,52 @@
+# One entry point for developers and CI (.ci/run calls `make test`). See docs/development.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+SOURCE_PACKAGES := flowcore gateway workers pool scheduler sdk/agentainer_flow
+
+.PHONY: help bootstrap up down status demo test test-unit test-integration test-e2e lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+bootstrap: ## Debian packages, .venv, Docker engine and base image (only what is missing)
+	scripts/bootstrap.sh
+
+up: bootstrap ## start the stack in the background (redis, engine, the Procfile under honcho)
+	scripts/stack.sh up
+
+down: ## stop the stack, remove its containers and its redis (dockerd keeps running)
+	scripts/stack.sh down
+
+status: ## what runs and what answers
+	scripts/stack.sh status
+
+demo: up ## run the example workflows against the running stack (it stays up: make down)
+	$(PY) -m examples.demo
+
+test: bootstrap ## the whole suite: unit, integration, e2e (real Redis and Docker)
+	$(VENV)/bin/pytest
+
+test-unit: bootstrap ## pure tests only, no services
+	$(VENV)/bin/pytest tests/unit
+
+test-integration: bootstrap ## tests on real Redis and Docker
+	$(VENV)/bin/pytest tests/integration
+
+test-e2e: bootstrap ## the Procfile processes driven over HTTP and the SDK
+	$(VENV)/bin/pytest tests/e2e
+
+lint: bootstrap ## ruff, then mypy --strict on the source packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(SOURCE_PACKAGES)
+
+bench: bootstrap ## measure the hot path and write BENCHMARKS.md
+	$(PY) -m bench
+
+clean: ## remove caches and build output (keeps .venv, .flow data and images; `make down` first)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist test-artifacts
+	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	find . -path ./.venv -prune -o -type d -name '*.egg-info' -exec rm -rf {} +

@@ -1,0 +1,119 @@
+"""Every Redis key Agentainer Flow writes, built in one place.
+
+All keys start with the configured prefix (default ``flow``) so several stacks can share one Redis.
+
+Workflows
+    ``{p}:wf:{id}``             hash   record fields: ``definition`` (JSON), ``status``, ``created_at``,
+                                       ``started_at``, ``finished_at``, ``error``, ``origin`` (JSON),
+                                       ``version`` (bumped by every engine commit)
+    ``{p}:wf:{id}:steps``       hash   step id -> StepRecord JSON
+    ``{p}:wf:{id}:tasks``       hash   ``{step}:{index}`` -> TaskRecord JSON (one per container task)
+    ``{p}:wf:{id}:state``       hash   user state key -> JSON value
+    ``{p}:wf:{id}:events``      stream progress events (status changes, step events), capped
+    ``{p}:wf:{id}:logs``        stream log lines of the workflow's tasks, capped
+    ``{p}:wfs``                 zset   every workflow id, score = created_at (ms)
+    ``{p}:wfs:status:{status}`` zset   workflow ids by status, score = created_at (ms)
+
+Execution
+    ``{p}:leases``              zset   ``{wf}|{step}|{index}|{token}`` -> lease expiry (ms); a lapsed lease
+                                       means the worker died and the task is taken over
+    ``{p}:containers:{wf}``     hash   container id -> JSON of the containers that served the workflow
+    ``{p}:events``              stream events of all workflows (for the global live view), capped
+
+Pools and agents
+    ``{p}:pools:services``      hash   pool service id -> registration JSON (url, capacity, warm keys)
+    ``{p}:pools:heartbeat``     zset   pool service id -> last heartbeat (ms)
+    ``{p}:agents``              hash   agent id -> agent record JSON
+
+The arq queue uses arq's own keys (``arq:queue``, ``arq:job:*``, ``arq:in-progress:*``), with the
+queue name ``{p}:queue``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    prefix: str = "flow"
+
+    # workflows
+    def workflow(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}"
+
+    def steps(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:steps"
+
+    def tasks(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:tasks"
+
+    def state(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:state"
+
+    def events(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:events"
+
+    def logs(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:logs"
+
+    def containers(self, wf_id: str) -> str:
+        return f"{self.prefix}:containers:{wf_id}"
+
+    def workflow_keys(self, wf_id: str) -> list[str]:
+        """Every key that belongs to one workflow (for delete)."""
+        return [
+            self.workflow(wf_id),
+            self.steps(wf_id),
+            self.tasks(wf_id),
+            self.state(wf_id),
+            self.events(wf_id),
+            self.logs(wf_id),
+            self.containers(wf_id),
+        ]
+
+    @property
+    def all_workflows(self) -> str:
+        return f"{self.prefix}:wfs"
+
+    def by_status(self, status: str) -> str:
+        return f"{self.prefix}:wfs:status:{status}"
+
+    # execution
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def global_events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}:queue"
+
+    # pools and agents
+    @property
+    def pool_services(self) -> str:
+        return f"{self.prefix}:pools:services"
+
+    @property
+    def pool_heartbeats(self) -> str:
+        return f"{self.prefix}:pools:heartbeat"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.prefix}:agents"
+
+
+def lease_member(wf_id: str, step_id: str, index: int, token: str) -> str:
+    return f"{wf_id}|{step_id}|{index}|{token}"
+
+
+def parse_lease_member(member: str) -> tuple[str, str, int, str]:
+    wf_id, step_id, index, token = member.split("|")
+    return wf_id, step_id, int(index), token
+
+
+def task_field(step_id: str, index: int) -> str:
+    return f"{step_id}:{index}"

@@ -1,0 +1,309 @@
+"""Workflow definitions as users submit them, validated with pydantic.
+
+This is the schema of ``POST /v1/workflows`` (JSON or YAML). Cross-step checks (unknown ids,
+cycles, branch targets) live in :mod:`flowcore.dag`; this module checks each object on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flowcore.durations import DurationS
+
+STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_PATH_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class WorkflowStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
+
+
+class StepStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+
+class FailureStrategy(str, enum.Enum):
+    FAIL_FAST = "fail_fast"
+    CONTINUE = "continue"
+
+
+class Backoff(str, enum.Enum):
+    EXPONENTIAL = "exponential"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+def check_path(path: str) -> str:
+    """A dotted path into the workflow view: ``input.x``, ``steps.a.output.items``, ``state.k``, ``item``."""
+    if not _PATH_PATTERN.match(path):
+        raise ValueError(f"invalid path {path!r}: use dotted names like 'steps.list.output.files'")
+    root = path.split(".", 1)[0]
+    if root not in ("input", "steps", "state", "item", "workflow"):
+        raise ValueError(f"invalid path {path!r}: it must start with input, steps, state, item or workflow")
+    return path
+
+
+class RetryPolicy(_Strict):
+    max_attempts: int = Field(1, ge=1, le=100, description="Attempts in all, the first one included.")
+    backoff: Backoff = Backoff.EXPONENTIAL
+    initial_delay_s: DurationS = Field(1.0, le=86400, description="Delay before the second attempt.")
+    max_delay_s: DurationS = Field(60.0, le=86400, description="Upper bound of any delay.")
+    multiplier: float = Field(2.0, ge=1.0, le=100.0, description="Growth factor of exponential backoff.")
+    jitter: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of the delay randomised (+/-).")
+
+
+class Resources(_Strict):
+    cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (1.5 = one and a half).")
+    memory_mb: int | None = Field(None, ge=6, le=1048576, description="Memory limit in MiB.")
+    pids: int | None = Field(None, ge=8, le=1_000_000, description="Process count limit.")
+
+
+class PoolOptions(_Strict):
+    min_size: int = Field(0, ge=0, le=256)
+    max_size: int = Field(8, ge=1, le=256)
+    warm_up: bool = True
+    idle_timeout_s: DurationS = Field(300.0, alias="idle_timeout")
+    max_uses: int = Field(1000, ge=1)
+    scope: Literal["workflow", "image"] = Field(
+        "image", description="Reuse containers only within one workflow, or across workflows."
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PoolOptions:
+        if self.min_size > self.max_size:
+            raise ValueError("pool.min_size must not exceed pool.max_size")
+        return self
+
+
+class ConditionLeaf(_Strict):
+    field: str = Field(description="Dotted path into the workflow view.")
+    op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "matches", "exists"] = "=="
+    value: Any = None
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
+
+    @model_validator(mode="after")
+    def _regex(self) -> ConditionLeaf:
+        if self.op == "matches":
+            if not isinstance(self.value, str):
+                raise ValueError("'matches' needs a string regular expression as value")
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from exc
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"'{self.op}' needs a list as value")
+        return self
+
+
+class ConditionAll(_Strict):
+    all_: list[Condition] = Field(alias="and", min_length=1)
+
+
+class ConditionAny(_Strict):
+    any_: list[Condition] = Field(alias="or", min_length=1)
+
+
+class ConditionNot(_Strict):
+    not_: Condition = Field(alias="not")
+
+
+Condition = ConditionLeaf | ConditionAll | ConditionAny | ConditionNot
+
+
+class DecisionCase(_Strict):
+    condition: Condition
+    targets: list[str] = Field(min_length=1)
+
+
+class FunctionRef(_Strict):
+    """A Python-function step: ``module`` imported inside the container, ``qualname`` called."""
+
+    module: str = Field(min_length=1)
+    qualname: str = Field(min_length=1)
+    source: str | None = Field(None, description="Module source shipped with the definition.")
+
+
+class _StepBase(_Strict):
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    name: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    image: str | None = Field(None, min_length=1, max_length=512)
+    command: list[str] | str | None = None
+    function: FunctionRef | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    input: Any = Field(None, description="Literal JSON; {'$path': 'steps.a.output'} values are resolved.")
+    output: Literal["json", "text"] = "json"
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_s: DurationS | None = Field(None, alias="timeout", gt=0, le=7 * 86400)
+    continue_on_error: bool = False
+    resources: Resources = Field(default_factory=Resources)
+    network: str = Field("none", min_length=1, max_length=128)
+    pool: PoolOptions | None = None
+    mode: Literal["auto", "agent", "exec", "cold"] = "auto"
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return env
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str] | str | None) -> list[str] | str | None:
+        if command is not None and len(command) == 0:
+            raise ValueError("command must not be empty")
+        return command
+
+    @property
+    def runs_container(self) -> bool:
+        return True
+
+
+class _ContainerStep(_StepBase):
+    @model_validator(mode="after")
+    def _runnable(self) -> _ContainerStep:
+        if self.image is None:
+            raise ValueError(f"step {self.id!r} needs an image")
+        if self.command is None and self.function is None:
+            raise ValueError(f"step {self.id!r} needs a command or a function")
+        if self.command is not None and self.function is not None:
+            raise ValueError(f"step {self.id!r} has both a command and a function: choose one")
+        return self
+
+
+class SequentialStep(_ContainerStep):
+    type: Literal["sequential"] = "sequential"
+
+
+class ReduceStep(_ContainerStep):
+    """Runs after its dependencies; its input carries their outputs, list outputs concatenated."""
+
+    type: Literal["reduce"]
+
+
+class _FanOut(_ContainerStep):
+    max_concurrency: int | None = Field(None, ge=1, le=10_000)
+    tolerated_failures: int = Field(0, ge=0, description="Item failures allowed before the step fails.")
+    tolerated_failure_percent: float | None = Field(None, ge=0, le=100)
+
+
+class ParallelStep(_FanOut):
+    type: Literal["parallel"]
+    replicas: int | None = Field(None, ge=1, le=10_000)
+    inputs: list[Any] | None = Field(None, min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ParallelStep:
+        if (self.replicas is None) == (self.inputs is None):
+            raise ValueError(f"parallel step {self.id!r} needs exactly one of replicas or inputs")
+        return self
+
+
+class MapStep(_FanOut):
+    type: Literal["map"]
+    items: str = Field(description="Path of the array to map over, e.g. 'steps.list.output.files'.")
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, value: str) -> str:
+        return check_path(value)
+
+
+class BranchStep(_StepBase):
+    """Evaluated by the engine (no container): runs ``then`` or ``else`` targets, skips the others."""
+
+    type: Literal["branch"]
+    condition: Condition
+    then: list[str] = Field(default_factory=list)
+    else_: list[str] = Field(default_factory=list, alias="else")
+
+    @model_validator(mode="after")
+    def _targets(self) -> BranchStep:
+        if not self.then and not self.else_:
+            raise ValueError(f"branch step {self.id!r} needs 'then' or 'else' targets")
+        return self
+
+
+class DecisionStep(_StepBase):
+    """Evaluated by the engine: the first matching case's targets run, the rest are skipped."""
+
+    type: Literal["decision"]
+    cases: list[DecisionCase] = Field(min_length=1)
+    default: list[str] = Field(default_factory=list)
+
+
+Step = Annotated[
+    SequentialStep | ParallelStep | MapStep | ReduceStep | BranchStep | DecisionStep,
+    Field(discriminator="type"),
+]
+
+
+class WorkflowConfig(_Strict):
+    max_parallel: int = Field(10, ge=1, le=1000, description="Tasks (containers) running at once.")
+    timeout_s: DurationS | None = Field(None, alias="timeout", gt=0, le=30 * 86400)
+    failure_strategy: FailureStrategy = FailureStrategy.FAIL_FAST
+
+
+class WorkflowDefinition(_Strict):
+    """What ``POST /v1/workflows`` accepts."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=10_000)
+    config: WorkflowConfig = Field(default_factory=WorkflowConfig)
+    steps: list[Step] = Field(default_factory=list, max_length=10_000)
+    input: Any = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_step_type(cls, data: Any) -> Any:
+        # A step without a type is sequential, as in the product overview's YAML.
+        if isinstance(data, dict) and isinstance(data.get("steps"), list):
+            data = dict(data)
+            data["steps"] = [
+                {**s, "type": "sequential"} if isinstance(s, dict) and "type" not in s else s
+                for s in data["steps"]
+            ]
+        return data
+
+    def step(self, step_id: str) -> Any:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+
+for _model in (ConditionAll, ConditionAny, ConditionNot, DecisionCase, BranchStep, DecisionStep):
+    _model.model_rebuild()

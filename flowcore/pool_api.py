@@ -1,0 +1,119 @@
+"""The wire contract between workers (and the gateway) and the pool service.
+
+``POST /v1/tasks`` takes a :class:`TaskRequest` and answers a :class:`TaskResult` once the task has
+finished (HTTP 200 even when the step itself failed: the step's failure is data, not a transport
+error). ``DELETE /v1/tasks/{task_id}`` kills a running task. Everything here is JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flowcore.models import FunctionRef, PoolOptions, Resources
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DispatchMode(str, enum.Enum):
+    AUTO = "auto"  # agent when the image has python3, else exec, in a pooled container
+    AGENT = "agent"  # warm container, the in-container agent runs the task
+    EXEC = "exec"  # warm container, `docker exec` per task
+    COLD = "cold"  # one-shot container per task (create, start, wait, remove)
+
+
+class TaskRequest(_Wire):
+    task_id: str = Field(min_length=1, max_length=300, description="Unique per dispatch (carries the token).")
+    workflow_id: str
+    step_id: str
+    index: int = 0
+    attempt: int = 1
+    image: str
+    command: list[str] | str | None = None
+    function: FunctionRef | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    input: Any = None
+    output: Literal["json", "text"] = "json"
+    timeout_s: float | None = Field(None, gt=0)
+    resources: Resources = Field(default_factory=Resources)
+    network: str = "none"
+    mode: DispatchMode = DispatchMode.AUTO
+    pool: PoolOptions | None = None
+    traceparent: str | None = None
+    state_token: str | None = Field(None, description="Lets step code reach the workflow state.")
+
+
+class ErrorKind(str, enum.Enum):
+    EXIT_CODE = "exit_code"  # the command exited non-zero
+    TIMEOUT = "timeout"  # killed after timeout_s
+    OOM = "oom"  # killed by the memory limit
+    INVALID_OUTPUT = "invalid_output"  # output is not JSON
+    IMAGE_NOT_FOUND = "image_not_found"
+    CANCELLED = "cancelled"
+    CONTAINER_LOST = "container_lost"  # the container died under the task (retriable)
+    RUNTIME = "runtime"  # the engine refused or failed (retriable)
+    FUNCTION_ERROR = "function_error"  # a Python-function step raised
+    INPUT = "input_error"  # the step's input could not be built (missing path, bad map source)
+    WORKER_LOST = "worker_lost"  # the worker running it died too often
+    POOL_UNAVAILABLE = "pool_unavailable"  # the pool service could not be reached (handed elsewhere)
+
+
+RETRIABLE_KINDS = frozenset(
+    {
+        ErrorKind.EXIT_CODE,
+        ErrorKind.TIMEOUT,
+        ErrorKind.OOM,
+        ErrorKind.CONTAINER_LOST,
+        ErrorKind.RUNTIME,
+        ErrorKind.FUNCTION_ERROR,
+        ErrorKind.INVALID_OUTPUT,
+        ErrorKind.POOL_UNAVAILABLE,
+    }
+)
+
+INFRASTRUCTURE_KINDS = frozenset({ErrorKind.CONTAINER_LOST, ErrorKind.POOL_UNAVAILABLE})
+"""Failures of the platform, not of the step: the same attempt is handed over, not retried."""
+
+
+class TaskError(_Wire):
+    kind: ErrorKind
+    message: str
+
+    @property
+    def retriable(self) -> bool:
+        return self.kind in RETRIABLE_KINDS
+
+
+class StateOp(_Wire):
+    """One state update a step asks for; applied atomically with the step's completion."""
+
+    op: Literal["set", "delete", "increment", "append"]
+    key: str = Field(min_length=1, max_length=512)
+    value: Any = None
+
+
+class TaskTimings(_Wire):
+    acquire_ms: float = 0.0
+    exec_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class TaskResult(_Wire):
+    task_id: str
+    ok: bool
+    exit_code: int | None = None
+    output: Any = None
+    state_updates: list[StateOp] = Field(default_factory=list)
+    error: TaskError | None = None
+    log_tail: str = ""
+    container_id: str | None = None
+    pooled: bool = False
+    mode: DispatchMode = DispatchMode.COLD
+    pool_key: str | None = None
+    pool_service: str | None = None
+    timings: TaskTimings = Field(default_factory=TaskTimings)

@@ -1,0 +1,117 @@
+"""Runtime records of a workflow as stored in Redis (see :mod:`flowcore.keyspace`).
+
+A *step record* summarises one step; a *task record* is one container task of a step (one for a
+sequential or reduce step, one per replica, input or item for parallel and map steps). A task is
+dispatched with a fresh *token*; only a completion carrying the current token changes anything,
+which is what makes duplicate and late deliveries harmless.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flowcore.models import StepStatus, WorkflowDefinition, WorkflowStatus
+from flowcore.pool_api import TaskError
+
+
+class TaskStatus(str, enum.Enum):
+    QUEUED = "queued"  # enqueued (possibly deferred by a retry delay), not claimed yet
+    RUNNING = "running"  # claimed by a worker holding a lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AttemptSummary(_Record):
+    attempt: int
+    error: TaskError | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    container_id: str | None = None
+
+
+class TaskRecord(_Record):
+    step_id: str
+    index: int = 0
+    status: TaskStatus = TaskStatus.QUEUED
+    attempt: int = 1
+    token: str = ""
+    takeovers: int = 0
+    enqueued_at: float | None = None
+    run_at: float | None = Field(None, description="Earliest start (retry backoff), epoch seconds.")
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: Any = None
+    error: TaskError | None = None
+    exit_code: int | None = None
+    log_tail: str = ""
+    container_id: str | None = None
+    pooled: bool = False
+    mode: str | None = None
+    pool_key: str | None = None
+    pool_service: str | None = None
+    acquire_ms: float | None = None
+    exec_ms: float | None = None
+    history: list[AttemptSummary] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.step_id}:{self.index}"
+
+
+class StepRecord(_Record):
+    id: str
+    type: str
+    status: StepStatus = StepStatus.PENDING
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: Any = None
+    error: str | None = None
+    reason: str | None = Field(None, description="Why the step was skipped or cancelled.")
+    skip_cause: str | None = Field(None, description="'branch', 'failure' or 'cancel' for skipped steps.")
+    total: int = 0
+    dispatched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    items: list[Any] | None = None
+    chosen: list[str] | None = Field(None, description="Targets a branch or decision step picked.")
+
+
+class Origin(_Record):
+    kind: str = "api"  # api | trigger | cron | event | webhook | manual
+    trigger_id: str | None = None
+    fired_at: float | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """Everything the engine reads to decide one transition; a consistent read of one workflow."""
+
+    wf_id: str
+    definition: WorkflowDefinition
+    status: WorkflowStatus
+    input: Any
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    origin: Origin = field(default_factory=Origin)
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    version: int = 0

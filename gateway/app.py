@@ -1,0 +1,71 @@
+"""The gateway app factory: routes, middleware, error handlers and the lifespan that owns Redis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowcore.keyspace import Keyspace
+from flowcore.settings import GatewaySettings
+from flowcore.state import StateStore
+from flowcore.store import WorkflowStore
+from gateway import openapi
+from gateway.errors import HANDLERS
+from gateway.middleware import BodyLimit, TokenAuth
+from gateway.routes import state, workflows
+
+API_VERSION = "1.0.0"
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness and Redis reachability (no auth)."""
+    try:
+        await request.app.state.redis.ping()
+    except Exception as exc:
+        return JSONResponse({"status": "degraded", "redis": f"unreachable: {type(exc).__name__}"}, 503)
+    return JSONResponse({"status": "ok", "redis": "ok", "version": API_VERSION})
+
+
+def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Starlette:
+    """Build the gateway. Refuses (ConfigError) a non-loopback bind without configured tokens."""
+    tokens = settings.accepted_tokens()
+    keys = Keyspace(settings.redis.prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        conn = redis or Redis.from_url(settings.redis.url)
+        app.state.redis = conn
+        app.state.keys = keys
+        app.state.settings = settings
+        app.state.store = WorkflowStore(conn, keys)
+        app.state.states = StateStore(conn, keys)
+        try:
+            yield
+        finally:
+            if redis is None:
+                await conn.aclose()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/openapi.json", openapi.openapi, methods=["GET"]),
+        *workflows.routes,
+        *state.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(TokenAuth, tokens=tokens),
+        ],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.openapi = openapi.build_document(routes, API_VERSION)
+    return app

@@ -1,0 +1,143 @@
+"""``/v1/workflows``: create, list, get, start, cancel, delete, jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowcore import dag, engine
+from flowcore.engine import EngineEnv
+from flowcore.errors import InvalidInput
+from flowcore.models import WorkflowDefinition, WorkflowStatus
+from flowcore.records import Origin
+from flowcore.store import WorkflowStore
+from gateway.bodies import parse_model, query_bool, query_int, read_document
+from gateway.views import workflow_view
+
+
+def store_of(request: Request) -> WorkflowStore:
+    store: WorkflowStore = request.app.state.store
+    return store
+
+
+def parse_definition(document: Any) -> WorkflowDefinition:
+    """Validate a submitted definition: each object (pydantic), then the graph (ids, cycles, targets)."""
+    definition = parse_model(document, WorkflowDefinition)
+    dag.validate(definition)
+    return definition
+
+
+async def submit(store: WorkflowStore, definition: WorkflowDefinition, *, start: bool, origin: Origin | None = None) -> str:
+    wf_id = await store.create(definition, origin=origin)
+    if start:
+        await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))
+    return wf_id
+
+
+async def create_workflow(request: Request) -> Response:
+    """Create a workflow from a JSON or YAML definition; ``?start=true`` also starts it."""
+    definition = parse_definition(await read_document(request))
+    start = query_bool(request, "start")
+    store = store_of(request)
+    wf_id = await submit(store, definition, start=start)
+    snap = await store.load(wf_id)
+    return JSONResponse(workflow_view(snap), status_code=201, headers={"location": f"/v1/workflows/{wf_id}"})
+
+
+async def list_workflows(request: Request) -> Response:
+    """Workflows newest first, optionally filtered by ``status``; paginated by ``limit``/``offset``."""
+    raw_status = request.query_params.get("status")
+    status = None
+    if raw_status:
+        try:
+            status = WorkflowStatus(raw_status.lower())
+        except ValueError:
+            allowed = ", ".join(s.value for s in WorkflowStatus)
+            raise InvalidInput(f"unknown status {raw_status!r}; use one of {allowed}", field="status") from None
+    limit = query_int(request, "limit", 50, lo=1, hi=1000)
+    offset = query_int(request, "offset", 0, lo=0, hi=10_000_000)
+    store = store_of(request)
+    ids, total = await store.list_ids(status, offset, limit)
+    items = []
+    now = time.time()
+    for wf_id in ids:
+        try:
+            snap = await store.load(wf_id)
+        except Exception:  # deleted between the index read and the load
+            continue
+        items.append(workflow_view(snap, detail=False, now=now))
+    return JSONResponse({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+async def get_workflow(request: Request) -> Response:
+    snap = await store_of(request).load(request.path_params["workflow_id"])
+    return JSONResponse(workflow_view(snap, now=time.time()))
+
+
+async def start_workflow(request: Request) -> Response:
+    """Start a pending workflow; 409 when it has already started."""
+    store = store_of(request)
+    wf_id = request.path_params["workflow_id"]
+    await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))
+    return JSONResponse(workflow_view(await store.load(wf_id)), status_code=202)
+
+
+async def cancel_workflow(request: Request) -> Response:
+    """Cancel a workflow: running tasks are killed, pending steps never start; 409 when finished."""
+    store = store_of(request)
+    wf_id = request.path_params["workflow_id"]
+    await store.transact(wf_id, lambda snap: engine.cancel(snap, EngineEnv()))
+    return JSONResponse(workflow_view(await store.load(wf_id)), status_code=202)
+
+
+async def delete_workflow(request: Request) -> Response:
+    """Delete a finished (or never started) workflow with its state; 409 while it runs."""
+    await store_of(request).delete(request.path_params["workflow_id"])
+    return Response(status_code=204)
+
+
+async def workflow_jobs(request: Request) -> Response:
+    """The containers that ran this workflow's tasks, pooled or not."""
+    store = store_of(request)
+    wf_id = request.path_params["workflow_id"]
+    snap = await store.load(wf_id)
+    raw = await store.redis.hgetall(store.keys.containers(wf_id))
+    recorded = {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+    jobs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for cid, info in recorded.items():
+        jobs.append({"id": cid, "container_id": cid, **info})
+        seen.add(cid)
+    for task in sorted(snap.tasks.values(), key=lambda t: (t.step_id, t.index)):
+        if task.container_id and task.container_id not in seen:
+            seen.add(task.container_id)
+            jobs.append(
+                {
+                    "id": task.container_id,
+                    "container_id": task.container_id,
+                    "step_id": task.step_id,
+                    "index": task.index,
+                    "pooled": task.pooled,
+                    "mode": task.mode,
+                    "status": task.status.value,
+                }
+            )
+    for job in jobs:
+        job.setdefault("name", f"{wf_id}/{job.get('step_id', '?')}[{job.get('index', 0)}]")
+    return JSONResponse({"items": jobs, "total": len(jobs)})
+
+
+routes = [
+    Route("/v1/workflows", create_workflow, methods=["POST"]),
+    Route("/v1/workflows", list_workflows, methods=["GET"]),
+    Route("/v1/workflows/{workflow_id}", get_workflow, methods=["GET"]),
+    Route("/v1/workflows/{workflow_id}", delete_workflow, methods=["DELETE"]),
+    Route("/v1/workflows/{workflow_id}/start", start_workflow, methods=["POST"]),
+    Route("/v1/workflows/{workflow_id}/cancel", cancel_workflow, methods=["POST"]),
+    Route("/v1/workflows/{workflow_id}/jobs", workflow_jobs, methods=["GET"]),
+]

@@ -1,0 +1,207 @@
+"""The pool's end of the agent channel: newline-delimited JSON over a unix socket.
+
+The socket lives in the container's bind-mounted run directory, so the channel needs no container
+network. Each message is written in one ``write`` (no Nagle on unix sockets, no 40 ms stalls). A
+reader task routes replies: ``result`` to the waiting :meth:`AgentChannel.run`, ``pong`` to
+:meth:`AgentChannel.ping`, ``state`` requests to the state handler, whose answer goes back as
+``state_reply``. When the socket closes, every waiter fails at once with
+:class:`~pool.errors.ChannelClosed`, so a task on a dead container never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pool.agent.flow_agent import MAX_LINE_BYTES, decode_message, encode_message
+from pool.errors import AgentStartFailed, ChannelClosed
+
+log = logging.getLogger(__name__)
+
+# (workflow_id, op, key, value) -> reply fields ({"ok": True, "found": ..., "value": ...})
+StateHandler = Callable[[str, str, str, Any], Awaitable[dict[str, Any]]]
+Liveness = Callable[[], Awaitable[bool]]
+
+
+class AgentChannel:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        hello: dict[str, Any],
+        state_handler: StateHandler | None,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.hello = hello
+        self._state_handler = state_handler
+        self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._workflows: dict[str, str] = {}
+        self._pings: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._seq = itertools.count(1)
+        self._closed = asyncio.Event()
+        self.close_reason = ""
+        self.on_close: Callable[[], None] | None = None
+        self._reader_task = asyncio.create_task(self._read_loop())
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def connect(
+        cls,
+        path: str,
+        *,
+        timeout_s: float,
+        state_handler: StateHandler | None = None,
+        alive: Liveness | None = None,
+    ) -> AgentChannel:
+        """Connect to an agent, retrying until its socket answers with ``hello``.
+
+        ``alive`` is polled now and then while waiting, so a container that died at start (an
+        image without python3) fails fast instead of after the whole timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        delay = 0.002
+        next_alive_check = time.monotonic() + 0.25
+        last_error: Exception | None = None
+        while True:
+            if os.path.exists(path):
+                try:
+                    reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE_BYTES)
+                except OSError as exc:
+                    last_error = exc
+                else:
+                    try:
+                        line = await asyncio.wait_for(reader.readline(), max(0.1, deadline - time.monotonic()))
+                        hello = decode_message(line) if line else {}
+                    except (TimeoutError, ValueError, OSError) as exc:
+                        last_error = exc
+                        hello = {}
+                    if hello.get("t") == "hello":
+                        return cls(reader, writer, hello, state_handler)
+                    writer.close()
+            now = time.monotonic()
+            if now >= deadline:
+                raise AgentStartFailed(f"the agent did not answer within {timeout_s:g} s ({last_error})")
+            if alive is not None and now >= next_alive_check:
+                next_alive_check = now + 0.25
+                if not await alive():
+                    raise AgentStartFailed("the container exited before its agent answered (no python3?)")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.closed or self._writer.is_closing():
+            raise ChannelClosed(f"agent channel closed: {self.close_reason or 'closed'}")
+        self._writer.write(encode_message(message))
+
+    async def ping(self, timeout_s: float) -> dict[str, Any]:
+        n = next(self._seq)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pings[n] = future
+        try:
+            self._send({"t": "ping", "n": n})
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._pings.pop(n, None)
+
+    async def run(self, message: dict[str, Any], workflow_id: str) -> dict[str, Any]:
+        """Send a ``run`` message and wait for its ``result``."""
+        task_id = str(message["id"])
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._results[task_id] = future
+        self._workflows[task_id] = workflow_id
+        try:
+            self._send({**message, "t": "run"})
+            return await future
+        finally:
+            self._results.pop(task_id, None)
+            self._workflows.pop(task_id, None)
+
+    def cancel(self, task_id: str) -> None:
+        with contextlib.suppress(ChannelClosed):
+            self._send({"t": "cancel", "id": task_id})
+
+    async def close(self) -> None:
+        self._mark_closed("closed by the pool")
+        self._reader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader_task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.close_reason = reason
+        self._closed.set()
+        error = ChannelClosed(f"agent channel closed: {reason}")
+        for future in [*self._results.values(), *self._pings.values()]:
+            if not future.done():
+                future.set_exception(error)
+        if self.on_close is not None:
+            self.on_close()
+
+    async def _read_loop(self) -> None:
+        reason = "the agent closed the connection"
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                try:
+                    message = decode_message(line)
+                except ValueError:
+                    log.warning("agent sent an unreadable message: %.200r", line)
+                    continue
+                self._dispatch(message)
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection error: {exc}"
+        except asyncio.CancelledError:
+            reason = "closed by the pool"
+        finally:
+            self._mark_closed(reason)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        if kind == "result":
+            future = self._results.get(str(message.get("id")))
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == "pong":
+            ping = self._pings.get(int(message.get("n") or 0))
+            if ping is not None and not ping.done():
+                ping.set_result(message)
+        elif kind == "state":
+            task = asyncio.create_task(self._answer_state(message))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        elif kind == "error":
+            log.warning("agent reported: %s", message.get("error"))
+
+    async def _answer_state(self, message: dict[str, Any]) -> None:
+        rid = message.get("rid")
+        workflow_id = self._workflows.get(str(message.get("id")))
+        if workflow_id is None:
+            reply: dict[str, Any] = {"ok": False, "error": "no such running task on this container"}
+        elif self._state_handler is None:
+            reply = {"ok": False, "error": "state access is not available"}
+        else:
+            try:
+                reply = await self._state_handler(
+                    workflow_id, str(message.get("op")), str(message.get("key")), message.get("value")
+                )
+            except Exception as exc:  # the step sees the error, the pool goes on
+                reply = {"ok": False, "error": str(getattr(exc, "message", exc))}
+        with contextlib.suppress(ChannelClosed):
+            self._send({"t": "state_reply", "rid": rid, **reply})

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Everything a checkout needs to run and test the stack, installed only when missing:
+#   Debian packages  redis-server; docker.io when there is neither a dockerd nor an engine that answers;
+#                    python3-venv when python3 cannot create a venv (debootstrap: ensure_base_image.sh,
+#                    only when the base image must be built offline)
+#   .venv            python3 -m venv, then pip install -e ./sdk -e '.[dev]' (skipped while the stamp
+#                    .venv/.flow-installed is newer than pyproject.toml and sdk/pyproject.toml)
+#   Docker engine    scripts/ensure_docker.sh (reuses a running engine, else starts the project's dockerd)
+#   base image       scripts/ensure_base_image.sh (agentainer-flow/python:3.11)
+# Idempotent; a few seconds when everything is present.
+set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+cd "$REPO_ROOT"
+
+started=$(date +%s)
+VENV="$REPO_ROOT/.venv"
+STAMP="$VENV/.flow-installed"
+PYTHON="${FLOW_PYTHON:-python3}"
+
+# ------------------------------------------------------------------------------------- Debian packages
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found: install Python 3.11 or newer"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is $("$PYTHON" -V 2>&1); Agentainer Flow needs Python >= 3.11 (set FLOW_PYTHON)"
+
+packages=()
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then
+    packages+=(docker.io)
+elif ! command -v dockerd >/dev/null 2>&1 && ! { load_docker_host; docker_answers; }; then
+    packages+=(docker.io)
+fi
+if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    packages+=(python3-venv)
+fi
+if [ "${#packages[@]}" -gt 0 ]; then
+    apt_install "${packages[@]}"
+else
+    log "Debian packages present (redis-server, docker)"
+fi
+
+# ----------------------------------------------------------------------------------------------- venv
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv .venv ($("$PYTHON" -V 2>&1))"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+needs_pip=0
+if [ ! -f "$STAMP" ]; then
+    needs_pip=1
+else
+    for f in "$REPO_ROOT/pyproject.toml" "$REPO_ROOT/sdk/pyproject.toml"; do
+        if [ -f "$f" ] && [ "$f" -nt "$STAMP" ]; then
+            needs_pip=1
+        fi
+    done
+fi
+if [ "$needs_pip" -eq 1 ]; then
+    [ -f "$REPO_ROOT/sdk/pyproject.toml" ] || die "sdk/pyproject.toml is missing: the SDK cannot be installed"
+    log "pip install -e ./sdk -e '.[dev]'"
+    "$VENV/bin/python" -m pip install -q --progress-bar off --upgrade pip setuptools wheel
+    # One resolver pass, so the local SDK satisfies the server's 'agentainer-flow' dependency.
+    "$VENV/bin/python" -m pip install -q --progress-bar off \
+        -e "$REPO_ROOT/sdk" -e "$REPO_ROOT[dev]"
+    touch "$STAMP"
+else
+    log "python packages up to date (stamp .venv/.flow-installed newer than pyproject.toml files)"
+fi
+
+# ------------------------------------------------------------------------------ Docker engine and image
+DOCKER_HOST="$("$REPO_ROOT/scripts/ensure_docker.sh")"
+export DOCKER_HOST
+"$REPO_ROOT/scripts/ensure_base_image.sh"
+
+log "bootstrap done in $(( $(date +%s) - started ))s (DOCKER_HOST=$DOCKER_HOST)"

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The whole stack in the background: the four Procfile processes under honcho, plus redis and an engine.
+#
+#   scripts/stack.sh up       ensure the Docker engine and the stack's redis, write .flow/stack.env, start
+#                             honcho (pid .flow/honcho.pid, log .flow/logs/stack.log), wait for the gateway
+#                             (:8081/healthz) and the pool (:8090/healthz)
+#   scripts/stack.sh down     stop honcho (SIGTERM, then SIGKILL), remove every container labelled
+#                             io.agentainer.flow=1, stop the stack's redis. dockerd keeps running: it is
+#                             shared machine infrastructure (scripts/ensure_docker.sh stop ends it).
+#   scripts/stack.sh status   what runs and what answers
+#
+# Environment: FLOW_REDIS_PORT (6390), FLOW_STACK_TIMEOUT_S (60). Any FLOW_* variable set when calling
+# `up` is passed to the processes, on top of .flow/stack.env.
+set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+cd "$REPO_ROOT"
+
+REDIS_PORT="${FLOW_REDIS_PORT:-6390}"
+GATEWAY_URL="http://127.0.0.1:8081"
+POOL_URL="http://127.0.0.1:8090"
+HONCHO_PIDFILE="$FLOW_DIR/honcho.pid"
+STACK_LOG="$FLOW_DIR/logs/stack.log"
+STACK_ENV="$FLOW_DIR/stack.env"
+TIMEOUT_S="${FLOW_STACK_TIMEOUT_S:-60}"
+PY="$REPO_ROOT/.venv/bin/python"
+
+honcho_pid() {
+    local pid
+    [ -s "$HONCHO_PIDFILE" ] || return 1
+    pid="$(cat "$HONCHO_PIDFILE")"
+    kill -0 "$pid" 2>/dev/null || return 1
+    printf '%s\n' "$pid"
+}
+
+# healthy URL...: every URL answers 2xx right now.
+healthy() {
+    "$PY" - "$@" <<'EOF'
+import sys
+import urllib.request
+
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status >= 300:
+                sys.exit(1)
+    except Exception:
+        sys.exit(1)
+EOF
+}
+
+write_env() {
+    mkdir -p "$FLOW_DIR/logs"
+    {
+        echo "# Written by scripts/stack.sh up; read by honcho for every Procfile process."
+        echo "FLOW_REDIS__URL=redis://127.0.0.1:$REDIS_PORT/0"
+        echo "DOCKER_HOST=$DOCKER_HOST"
+        echo "FLOW_DOCKER_HOST=$DOCKER_HOST"
+        echo "FLOW_POOL__URL=$POOL_URL"
+        echo "PYTHONUNBUFFERED=1"
+        [ -n "${DOCKER_API_VERSION:-}" ] && echo "DOCKER_API_VERSION=$DOCKER_API_VERSION"
+        # Caller overrides last, so they win.
+        env | grep -E '^FLOW_[A-Z0-9_]+=' | grep -v -E '^FLOW_(REDIS_PORT|STACK_TIMEOUT_S)=' || true
+    } >"$STACK_ENV"
+}
+
+cmd_up() {
+    [ -x "$REPO_ROOT/.venv/bin/honcho" ] || die ".venv/bin/honcho missing: run 'make bootstrap' first"
+    DOCKER_HOST="$("$REPO_ROOT/scripts/ensure_docker.sh")"
+    export DOCKER_HOST
+    docker_answers || true # sets DOCKER_API_VERSION when the client needs it pinned
+    FLOW_REDIS_PORT="$REDIS_PORT" "$REPO_ROOT/scripts/redis.sh" start
+
+    local pid
+    if pid="$(honcho_pid)"; then
+        log "stack already running (honcho pid $pid)"
+    else
+        if healthy "$GATEWAY_URL/healthz" || healthy "$POOL_URL/healthz"; then
+            die "something else answers on :8081 or :8090 (another checkout's stack?); stop it first"
+        fi
+        write_env
+        printf '\n==== %s: stack up ====\n' "$(date -Is)" >>"$STACK_LOG"
+        log "starting honcho -f Procfile -e .flow/stack.env (log .flow/logs/stack.log)"
+        # Own session: `down` can signal the whole process group, and the stack outlives this shell.
+        setsid "$REPO_ROOT/.venv/bin/honcho" start -f Procfile -e "$STACK_ENV" \
+            >>"$STACK_LOG" 2>&1 </dev/null &
+        echo $! >"$HONCHO_PIDFILE"
+    fi
+
+    local deadline=$(( $(date +%s) + TIMEOUT_S ))
+    until healthy "$GATEWAY_URL/healthz" "$POOL_URL/healthz"; do
+        if ! honcho_pid >/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "---- last 40 lines of .flow/logs/stack.log ----" >&2
+            tail -n 40 "$STACK_LOG" >&2 || true
+            honcho_pid >/dev/null || die "the stack exited during start-up (see above)"
+            die "gateway $GATEWAY_URL/healthz and pool $POOL_URL/healthz did not both answer within ${TIMEOUT_S}s"
+        fi
+        sleep 0.5
+    done
+    log "stack up: gateway $GATEWAY_URL, pool $POOL_URL, redis 127.0.0.1:$REDIS_PORT, engine $DOCKER_HOST"
+}
+
+stop_honcho() {
+    local pid deadline
+    if ! pid="$(honcho_pid)"; then
+        rm -f "$HONCHO_PIDFILE"
+        log "honcho not running"
+        return 0
+    fi
+    log "stopping honcho pid $pid (SIGTERM)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$(( $(date +%s) + 20 ))
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            log "still running after 20s: SIGKILL to its process group"
+            break
+        fi
+        sleep 0.2
+    done
+    # Children that ignored honcho's SIGTERM share its process group (setsid at start).
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    rm -f "$HONCHO_PIDFILE"
+}
+
+remove_containers() {
+    load_docker_host
+    if ! docker_answers; then
+        log "no engine answers: no containers to remove"
+        return 0
+    fi
+    local ids
+    ids="$(docker ps -aq --filter "label=$FLOW_CONTAINER_LABEL")"
+    if [ -n "$ids" ]; then
+        log "removing $(echo "$ids" | wc -l) container(s) labelled $FLOW_CONTAINER_LABEL"
+        # shellcheck disable=SC2086
+        docker rm -f $ids >/dev/null
+    fi
+}
+
+cmd_down() {
+    stop_honcho
+    remove_containers
+    FLOW_REDIS_PORT="$REDIS_PORT" "$REPO_ROOT/scripts/redis.sh" stop
+    log "stack down (dockerd left running: scripts/ensure_docker.sh stop ends it)"
+}
+
+cmd_status() {
+    local pid rc=0
+    if pid="$(honcho_pid)"; then
+        echo "honcho: running (pid $pid)"
+    else
+        echo "honcho: not running"
+        rc=1
+    fi
+    if [ -x "$PY" ] && healthy "$GATEWAY_URL/healthz"; then echo "gateway: up ($GATEWAY_URL)"; else echo "gateway: down"; rc=1; fi
+    if [ -x "$PY" ] && healthy "$POOL_URL/healthz"; then echo "pool: up ($POOL_URL)"; else echo "pool: down"; rc=1; fi
+    FLOW_REDIS_PORT="$REDIS_PORT" "$REPO_ROOT/scripts/redis.sh" status || rc=1
+    load_docker_host
+    "$REPO_ROOT/scripts/ensure_docker.sh" status || rc=1
+    if docker_answers; then
+        echo "containers labelled $FLOW_CONTAINER_LABEL: $(docker ps -aq --filter "label=$FLOW_CONTAINER_LABEL" | wc -l)"
+    fi
+    return "$rc"
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    *) die "usage: $0 up|down|status" ;;
+esac

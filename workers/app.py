@@ -1,0 +1,86 @@
+"""The arq worker: its functions, settings and lifecycle.
+
+Job payloads are JSON (never pickle). ``poll_delay`` defaults to 5 ms: arq's 0.5 s default adds
+~280 ms to every hop (MACHINE.md). Jobs stay thin: they hand over to :class:`workers.runner.TaskRunner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from flowcore.keyspace import Keyspace
+from flowcore.settings import WorkerSettings
+from flowcore.store import RUN_TASK, WORKFLOW_DEADLINE, job_deserializer, job_serializer
+from workers.pool_client import PoolClient
+from workers.reaper import reap_forever
+from workers.routing import PoolRouter
+from workers.runner import TaskRunner
+
+log = logging.getLogger(__name__)
+
+# arq's own timeout is a backstop only: step timeouts are enforced by the pool, and a dead worker's
+# task is taken over through its lease long before arq would re-run the job.
+JOB_TIMEOUT_S = 8 * 86400
+
+
+async def run_task(ctx: dict[str, Any], workflow_id: str, step_id: str, index: int, token: str) -> str:
+    runner: TaskRunner = ctx["runner"]
+    return await runner.run(workflow_id, step_id, index, token)
+
+
+async def workflow_deadline(ctx: dict[str, Any], workflow_id: str) -> None:
+    runner: TaskRunner = ctx["runner"]
+    await runner.deadline(workflow_id)
+
+
+def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:
+    keys = Keyspace(settings.redis.prefix)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        pool = PoolClient(margin_s=settings.pool.request_timeout_s)
+        runner = TaskRunner(
+            redis=ctx["redis"],
+            keys=keys,
+            pool=pool,
+            router=PoolRouter(ctx["redis"], keys, settings.pool.url),
+            lease_ttl_s=settings.lease_ttl_s,
+            lease_renew_s=settings.lease_renew_s,
+            max_takeovers=settings.max_takeovers,
+        )
+        ctx["runner"] = runner
+        ctx["pool_client"] = pool
+        ctx["reaper"] = asyncio.create_task(reap_forever(runner, settings.reaper_interval_s))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        reaper = ctx.get("reaper")
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+        pool = ctx.get("pool_client")
+        if pool is not None:
+            await pool.aclose()
+
+    return Worker(
+        functions=[
+            func(run_task, name=RUN_TASK, timeout=JOB_TIMEOUT_S, max_tries=1000),
+            func(workflow_deadline, name=WORKFLOW_DEADLINE, timeout=60, max_tries=1000),
+        ],
+        redis_settings=RedisSettings.from_dsn(settings.redis.url),
+        queue_name=keys.queue,
+        poll_delay=settings.poll_delay_s,
+        max_jobs=settings.max_jobs,
+        keep_result=0,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        handle_signals=handle_signals,
+        allow_abort_jobs=False,
+    )

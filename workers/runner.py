@@ -1,0 +1,118 @@
+"""Running one task: claim it, keep its lease alive, call the pool, commit the result.
+
+The lease is what lets another worker take a task over when this one dies (see
+:mod:`workers.reaper`); losing it (the workflow was cancelled, failed fast, or another worker took
+over) makes this worker kill its container task and drop the result. Every engine transition goes
+through :meth:`flowcore.store.WorkflowStore.transact`, so the result is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from flowcore import engine
+from flowcore.engine import EngineEnv, Plan
+from flowcore.errors import NotFound
+from flowcore.keyspace import Keyspace, lease_member
+from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
+from flowcore.records import Snapshot
+from flowcore.store import WorkflowStore
+from workers.pool_client import PoolClient
+from workers.routing import PoolRouter
+
+log = logging.getLogger(__name__)
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: Keyspace,
+        pool: PoolClient,
+        router: PoolRouter,
+        lease_ttl_s: float,
+        lease_renew_s: float,
+        max_takeovers: int,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = WorkflowStore(redis, keys)
+        self.pool = pool
+        self.router = router
+        self.lease_ttl_s = lease_ttl_s
+        self.lease_renew_s = lease_renew_s
+        self.max_takeovers = max_takeovers
+
+    def env(self) -> EngineEnv:
+        return EngineEnv(now=time.time(), lease_ttl_s=self.lease_ttl_s, max_takeovers=self.max_takeovers)
+
+    async def transact(self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan]) -> Plan | None:
+        try:
+            return await self.store.transact(wf_id, lambda snap: fn(snap, self.env()))
+        except NotFound:
+            log.info("workflow %s is gone; dropping its task", wf_id)
+            return None
+
+    async def run(self, wf_id: str, step_id: str, index: int, token: str) -> str:
+        plan = await self.transact(wf_id, lambda s, e: engine.claim(s, e, step_id, index, token))
+        if plan is None or plan.request is None:
+            return "stale"
+        request = plan.request
+        member = lease_member(wf_id, step_id, index, token)
+        base_url = await self.router.choose(request)
+        lease_lost = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(member, lease_lost))
+        try:
+            result = await self._execute(base_url, request, lease_lost)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        await self.transact(wf_id, lambda s, e: engine.complete(s, e, step_id, index, token, result))
+        return "ok" if result.ok else "failed"
+
+    async def _execute(self, base_url: str, request: TaskRequest, lease_lost: asyncio.Event) -> TaskResult:
+        call = asyncio.create_task(self.pool.execute(base_url, request))
+        lost = asyncio.create_task(lease_lost.wait())
+        try:
+            done, _ = await asyncio.wait({call, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if call in done:
+                return call.result()
+            # The lease is gone: the workflow was cancelled or the task handed to another worker.
+            await self.pool.cancel(base_url, request.task_id)
+            try:
+                return await asyncio.wait_for(asyncio.shield(call), timeout=10.0)
+            except TimeoutError:
+                call.cancel()
+                return TaskResult(
+                    task_id=request.task_id,
+                    ok=False,
+                    error=TaskError(kind=ErrorKind.CANCELLED, message="lease lost"),
+                )
+        finally:
+            lost.cancel()
+            if not call.done():
+                call.cancel()
+
+    async def _renew(self, member: str, lease_lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.lease_renew_s)
+            expiry_ms = (time.time() + self.lease_ttl_s) * 1000
+            try:
+                changed = await self.redis.zadd(self.keys.leases, {member: expiry_ms}, xx=True, ch=True)
+            except Exception as exc:  # a Redis blip must not kill the task; the next renewal retries
+                log.warning("lease renewal failed: %r", exc)
+                continue
+            if not changed:
+                lease_lost.set()
+                return
+
+    async def deadline(self, wf_id: str) -> None:
+        await self.transact(wf_id, engine.deadline)
