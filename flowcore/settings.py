@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowcore.errors import ConfigError
@@ -63,8 +63,9 @@ class WorkerSettings(_Common):
 
 
 class PoolSettings(_Common):
-    host: str = "127.0.0.1"
-    port: int = Field(8090, ge=1, le=65535)
+    # FLOW_POOL_HOST / FLOW_POOL_PORT, so one environment can configure the gateway and the pool.
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLOW_POOL_HOST", "host"))
+    port: int = Field(8090, ge=1, le=65535, validation_alias=AliasChoices("FLOW_POOL_PORT", "port"))
     service_id: str = Field("pool-1", description="Unique per pool service; labels its containers.")
     docker_host: str | None = Field(None, description="Engine socket; default DOCKER_HOST or /var/run/docker.sock.")
     work_dir: str = Field(".flow/pool", description="Host directory for task I/O and agent sockets.")
@@ -83,6 +84,7 @@ class PoolSettings(_Common):
     task_grace_s: float = Field(5.0, gt=0, description="Backstop over a task's timeout before its container dies.")
     keep_containers_on_shutdown: bool = Field(False, description="Leave idle containers for a restart to adopt.")
     capacity: int = Field(32, ge=1, description="Concurrent tasks this service advertises when registering.")
+    extra_labels: dict[str, str] = Field(default_factory=dict, description="More labels on every container.")
 
 
 class SchedulerSettings(_Common):

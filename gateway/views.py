@@ -25,6 +25,8 @@ def task_view(task: TaskRecord) -> dict[str, Any]:
         "status": task.status.value,
         "attempt": task.attempt,
         "takeovers": task.takeovers,
+        "queued_at": iso(task.enqueued_at),
+        "run_at": iso(task.run_at),
         "started_at": iso(task.started_at),
         "finished_at": iso(task.finished_at),
         "duration_s": duration_s(task.started_at, task.finished_at),

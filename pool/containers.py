@@ -63,6 +63,7 @@ class PooledContainer:
     busy: bool = False
     lost_reason: str | None = None  # set when found dead or unhealthy
     broken: bool = False  # must not serve another task (killed after a timeout, OOM flag set...)
+    generation: int = 0
 
     @property
     def tasks_host_dir(self) -> Path:
@@ -86,7 +87,9 @@ class ContainerFactory:
         work_dir: Path,
         agent_start_timeout_s: float,
         state_handler: StateHandler | None,
+        extra_labels: dict[str, str] | None = None,
     ) -> None:
+        self.extra_labels = dict(extra_labels or {})
         self.runtime = runtime
         self.service_id = service_id
         self.work_dir = work_dir
@@ -104,14 +107,12 @@ class ContainerFactory:
                 field="work_dir",
             )
 
+    def base_labels(self, kind: str) -> dict[str, str]:
+        """Labels of every container this service makes."""
+        return {**self.extra_labels, LABEL_FLOW: "1", LABEL_SERVICE: self.service_id, LABEL_KIND: kind}
+
     def labels(self, key: PoolKey, *, kind: str = "pooled") -> dict[str, str]:
-        labels = {
-            LABEL_FLOW: "1",
-            LABEL_SERVICE: self.service_id,
-            LABEL_POOL_KEY: key.hash,
-            LABEL_POOL_SPEC: key.to_label(),
-            LABEL_KIND: kind,
-        }
+        labels = {**self.base_labels(kind), LABEL_POOL_KEY: key.hash, LABEL_POOL_SPEC: key.to_label()}
         if key.workflow_id is not None:
             labels[LABEL_WORKFLOW] = key.workflow_id
         return labels

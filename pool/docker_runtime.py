@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-import aiodocker  # type: ignore[import-untyped]
+import aiodocker
 import aiohttp
 
 from flowcore.errors import FlowError, ImageNotFound, NotFound, RuntimeFailure, ServiceUnavailable
@@ -26,7 +27,7 @@ TAIL_BYTES = 4096
 def _translate(what: str, *, image: str | None = None) -> Iterator[None]:
     try:
         yield
-    except FlowError:
+    except (FlowError, TimeoutError):  # TimeoutError is an OSError: callers handle their own timeouts
         raise
     except aiodocker.DockerError as exc:
         message = str(getattr(exc, "message", exc))
@@ -171,6 +172,10 @@ class DockerRuntime:
             raise
         return str(container.id)
 
+    async def start_existing(self, container_id: str) -> None:
+        with _translate("start container"):
+            await self._d.containers.container(container_id).start()
+
     async def run_once(self, spec: ContainerSpec, timeout_s: float | None) -> ProcessResult:
         container_id = await self.start(spec)
         try:
@@ -263,7 +268,7 @@ class DockerRuntime:
     async def list(self, labels: Mapping[str, str]) -> list[ContainerState]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         with _translate("list containers"):
-            found = await self._d.containers.list(all=True, filters=_json(filters))
+            found = await self._d.containers.list(all=True, filters=json.dumps(filters))
         return [_state(c._container) for c in found]
 
     async def inspect(self, container_id: str) -> ContainerState:
@@ -303,9 +308,3 @@ class DockerRuntime:
             memory_limit_bytes=int(memory.get("limit", 0)),
             pids=int((sample.get("pids_stats") or {}).get("current", 0)),
         )
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

@@ -30,6 +30,10 @@ def parse_registration(raw: Any) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) else None
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def _load(reg: Mapping[str, Any]) -> float:
     capacity = reg.get("capacity") or 0
     busy = reg.get("busy") or 0
@@ -52,17 +56,18 @@ def _idle_for(reg: Mapping[str, Any], pool_key: str | None) -> int:
 
 
 def choose_service(
-    registrations: Mapping[str, Any],
-    heartbeats: Mapping[str, float],
+    registrations: Mapping[str, Any] | Mapping[bytes, Any],
+    heartbeats: Mapping[str, float] | Mapping[bytes, float],
     pool_key: str | None,
     now_ms: float,
     stale_after_ms: float,
 ) -> str | None:
     """The service id to send a task to, or None when no fresh service is registered."""
+    beats = {_text(k): float(v) for k, v in heartbeats.items()}
     fresh: list[tuple[str, dict[str, Any]]] = []
     for service_id, raw in registrations.items():
-        sid = service_id.decode() if isinstance(service_id, bytes) else str(service_id)
-        beat = heartbeats.get(sid)
+        sid = _text(service_id)
+        beat = beats.get(sid)
         if beat is None or now_ms - float(beat) > stale_after_ms:
             continue
         reg = parse_registration(raw)

@@ -103,6 +103,9 @@ class ContainerRuntime(Protocol):
     async def start(self, spec: ContainerSpec) -> str:
         """Create and start a container; return its id."""
 
+    async def start_existing(self, container_id: str) -> None:
+        """Start a created or stopped container."""
+
     async def run_once(self, spec: ContainerSpec, timeout_s: float | None) -> ProcessResult:
         """Create, start, wait (killing on timeout), collect logs, remove."""
 

@@ -44,7 +44,7 @@ class WarmPool:
         self._idle: list[PooledContainer] = []  # a stack: the most recently used is reused first
         self._waiters: deque[asyncio.Future[PooledContainer]] = deque()
         self.starting = 0
-        self.draining = False
+        self.generation = 0  # bumped by drain: containers of older generations are not reused
         self.closed = False
         self.last_error: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -73,7 +73,7 @@ class WarmPool:
                 "idle_timeout_s": self.config.idle_timeout_s,
                 "max_uses": self.config.max_uses,
             },
-            "draining": self.draining,
+            "generation": self.generation,
             "size": len(self.containers),
             "last_error": self.last_error,
             "containers": [
@@ -96,8 +96,8 @@ class WarmPool:
             max_size=self.config.max_size,
             waiters=len(self._waiters),
         )
-        if self.draining or self.closed:
-            action = "grow" if not self.closed else "wait"
+        if self.closed:
+            raise PoolWaitTimeout(f"pool {self.key.hash} is shutting down")
         if action == "idle":
             container = self._idle.pop()
             container.busy = True
@@ -133,14 +133,14 @@ class WarmPool:
     def release(self, container: PooledContainer) -> None:
         """Give a container back after a task; retire or replace it when it must not serve again."""
         container.busy = False
-        container.uses += 1 if container.container_id in self.containers else 0
         if container.container_id not in self.containers:
             return
+        container.uses += 1
         retire = sizing.should_retire(container.uses, self.config.max_uses)
         unusable = container.broken or container.lost_reason is not None
         if container.channel is not None and container.channel.closed:
             unusable = True
-        if retire or unusable or self.draining or self.closed:
+        if retire or unusable or self.closed or container.generation != self.generation:
             if retire and not unusable:
                 self.stats.retired += 1
             self.discard(container)
@@ -178,6 +178,7 @@ class WarmPool:
             self.starting -= 1
         self.last_error = None
         container.busy = busy
+        container.generation = self.generation
         self.containers[container.container_id] = container
         self.watch(container)
         return container
@@ -210,14 +211,14 @@ class WarmPool:
 
     def release_new(self, container: PooledContainer) -> None:
         container.idle_since_s = time.monotonic()
-        if self.closed or self.draining:
+        if self.closed or container.generation != self.generation:
             self.discard(container)
         elif not self._handoff(container):
             self._idle.append(container)
 
     def refill(self) -> None:
         """Start containers for queued waiters and up to ``min_size`` (never past ``max_size``)."""
-        if self.closed or self.draining:
+        if self.closed:
             return
         want = sizing.warm_deficit(
             total=len(self.containers),
@@ -293,12 +294,15 @@ class WarmPool:
     def resize(self, min_size: int, max_size: int) -> None:
         self.config.min_size = min_size
         self.config.max_size = max_size
-        self.draining = False
         self.refill()
 
     async def drain(self) -> int:
-        """Remove idle containers now and busy ones when their task ends; stop warming."""
-        self.draining = True
+        """Remove idle containers now and busy ones when their task ends; stop warming (min 0).
+
+        The pool keeps serving: later tasks start fresh containers on demand.
+        """
+        self.generation += 1
+        self.config.min_size = 0
         idle, self._idle = self._idle, []
         for container in idle:
             self.containers.pop(container.container_id, None)

@@ -5,11 +5,14 @@
 #                             honcho (pid .flow/honcho.pid, log .flow/logs/stack.log), wait for the gateway
 #                             (:8081/healthz) and the pool (:8090/healthz)
 #   scripts/stack.sh down     stop honcho (SIGTERM, then SIGKILL), remove every container labelled
-#                             io.agentainer.flow=1, stop the stack's redis. dockerd keeps running: it is
-#                             shared machine infrastructure (scripts/ensure_docker.sh stop ends it).
+#                             io.agentainer.flow=1 of this stack's pool service (io.agentainer.flow.service=
+#                             $FLOW_SERVICE_ID, default pool-1), stop the stack's redis. dockerd keeps running:
+#                             it is shared machine infrastructure (scripts/ensure_docker.sh stop ends it).
+#                             Containers of test sessions and other stacks on the same engine carry other
+#                             service ids and are left alone; FLOW_DOWN_ALL=1 removes every flow container.
 #   scripts/stack.sh status   what runs and what answers
 #
-# Environment: FLOW_REDIS_PORT (6390), FLOW_STACK_TIMEOUT_S (60). Any FLOW_* variable set when calling
+# Environment: FLOW_REDIS_PORT (6390), FLOW_STACK_TIMEOUT_S (60), FLOW_SERVICE_ID (pool-1). Any FLOW_* variable set when calling
 # `up` is passed to the processes, on top of .flow/stack.env.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
@@ -24,6 +27,7 @@ STACK_LOG="$FLOW_DIR/logs/stack.log"
 STACK_ENV="$FLOW_DIR/stack.env"
 TIMEOUT_S="${FLOW_STACK_TIMEOUT_S:-60}"
 PY="$REPO_ROOT/.venv/bin/python"
+SERVICE_ID="${FLOW_SERVICE_ID:-pool-1}"
 
 honcho_pid() {
     local pid
@@ -57,6 +61,7 @@ write_env() {
         echo "DOCKER_HOST=$DOCKER_HOST"
         echo "FLOW_DOCKER_HOST=$DOCKER_HOST"
         echo "FLOW_POOL__URL=$POOL_URL"
+        echo "FLOW_SERVICE_ID=$SERVICE_ID"
         echo "PYTHONUNBUFFERED=1"
         [ -n "${DOCKER_API_VERSION:-}" ] && echo "DOCKER_API_VERSION=$DOCKER_API_VERSION"
         # Caller overrides last, so they win.
@@ -122,6 +127,15 @@ stop_honcho() {
     rm -f "$HONCHO_PIDFILE"
 }
 
+# The containers `down` removes: this stack's pool service's, or with FLOW_DOWN_ALL=1 every flow container.
+stack_container_filters() {
+    if [ "${FLOW_DOWN_ALL:-0}" = "1" ]; then
+        echo "--filter label=$FLOW_CONTAINER_LABEL"
+    else
+        echo "--filter label=$FLOW_CONTAINER_LABEL --filter label=io.agentainer.flow.service=$SERVICE_ID"
+    fi
+}
+
 remove_containers() {
     load_docker_host
     if ! docker_answers; then
@@ -129,9 +143,10 @@ remove_containers() {
         return 0
     fi
     local ids
-    ids="$(docker ps -aq --filter "label=$FLOW_CONTAINER_LABEL")"
+    # shellcheck disable=SC2046
+    ids="$(docker ps -aq $(stack_container_filters))"
     if [ -n "$ids" ]; then
-        log "removing $(echo "$ids" | wc -l) container(s) labelled $FLOW_CONTAINER_LABEL"
+        log "removing $(echo "$ids" | wc -l) container(s): $(stack_container_filters)"
         # shellcheck disable=SC2086
         docker rm -f $ids >/dev/null
     fi
@@ -158,7 +173,8 @@ cmd_status() {
     load_docker_host
     "$REPO_ROOT/scripts/ensure_docker.sh" status || rc=1
     if docker_answers; then
-        echo "containers labelled $FLOW_CONTAINER_LABEL: $(docker ps -aq --filter "label=$FLOW_CONTAINER_LABEL" | wc -l)"
+        # shellcheck disable=SC2046
+        echo "containers of this stack (service $SERVICE_ID): $(docker ps -aq $(stack_container_filters) | wc -l)"
     fi
     return "$rc"
 }

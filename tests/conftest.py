@@ -38,10 +38,13 @@ _engine: dict[str, str] = {}
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its tier from its directory, so ``-m unit`` / ``-m 'not e2e'`` select by tier."""
+    tests_dir = Path(__file__).resolve().parent
     for item in items:
-        parts = Path(str(item.path)).relative_to(REPO_ROOT).parts
-        if len(parts) > 1 and parts[0] == "tests" and parts[1] in _TIERS:
-            item.add_marker(getattr(pytest.mark, parts[1]))
+        parts = item.path.resolve().parts
+        if Path(*parts[: len(tests_dir.parts)]) == tests_dir and len(parts) > len(tests_dir.parts):
+            tier = parts[len(tests_dir.parts)]
+            if tier in _TIERS:
+                item.add_marker(getattr(pytest.mark, tier))
 
 
 def _free_port() -> int:
@@ -71,8 +74,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     port = _free_port()
     log_path = data_dir / "redis.log"
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(log_path)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(log_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -115,10 +133,17 @@ def _run_script(name: str, env: dict[str, str], timeout_s: float) -> subprocess.
     try:
         return subprocess.run(
             [str(REPO_ROOT / "scripts" / name)],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"scripts/{name} did not finish within {timeout_s:.0f}s:\n{exc.stderr or ''}")
+    except OSError as exc:
+        pytest.fail(f"cannot run scripts/{name}: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +166,9 @@ def base_image(docker_host: str) -> str:
     """``agentainer-flow/python:3.11``, built or tagged by scripts/ensure_base_image.sh when missing."""
     result = _run_script("ensure_base_image.sh", {**os.environ, "DOCKER_HOST": docker_host}, timeout_s=900)
     if result.returncode != 0:
-        pytest.fail(f"no base image (scripts/ensure_base_image.sh exit {result.returncode}):\n{result.stderr}")
+        pytest.fail(
+            f"no base image (scripts/ensure_base_image.sh exit {result.returncode}):\n{result.stderr}"
+        )
     return BASE_IMAGE
 
 
@@ -153,8 +180,12 @@ def test_labels() -> dict[str, str]:
 
 def _docker(url: str, *args: str) -> str:
     result = subprocess.run(
-        ["docker", *args], env={**os.environ, "DOCKER_HOST": url},
-        capture_output=True, text=True, timeout=60, check=True,
+        ["docker", *args],
+        env={**os.environ, "DOCKER_HOST": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return result.stdout
 
@@ -176,9 +207,9 @@ def _reap_test_containers(url: str) -> None:
     fmt = f'{{{{.Id}}}}|{{{{index .Config.Labels "{SESSION_LABEL}"}}}}|{{{{.Created}}}}'
     for line in _docker(url, "inspect", "--format", fmt, *ids).splitlines():
         cid, session, created = line.split("|")
-        if session == SESSION_ID:
-            doomed.append(cid)
-        elif session in ("", "<no value>") and _parse_docker_time(created) >= _SESSION_STARTED:
+        ours = session == SESSION_ID
+        unclaimed = session in ("", "<no value>") and _parse_docker_time(created) >= _SESSION_STARTED
+        if ours or unclaimed:
             doomed.append(cid)
     if doomed:
         _docker(url, "rm", "-f", *doomed)

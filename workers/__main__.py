@@ -12,6 +12,7 @@ from workers.app import build_worker
 def main() -> None:
     settings = WorkerSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(_run(settings))
 
 

@@ -8,14 +8,15 @@ URL is used, so a single-host stack needs no setup.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from redis.asyncio import Redis
 
 from flowcore.keyspace import Keyspace
-from flowcore.pool_api import TaskRequest
+from flowcore.pool_api import DispatchMode, TaskRequest
+from pool.keys import key_for
+from pool.routing import choose_service, parse_registration
 
 STALE_AFTER_MS = 5000
 CACHE_S = 0.5
@@ -34,7 +35,8 @@ class PoolRouter:
             return self._cache[1], self._cache[2]
         raw = await self.redis.hgetall(self.keys.pool_services)
         beats = await self.redis.zrange(self.keys.pool_heartbeats, 0, -1, withscores=True)
-        regs = {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+        regs = {(k.decode() if isinstance(k, bytes) else k): parse_registration(v) for k, v in raw.items()}
+        regs = {k: v for k, v in regs.items() if v is not None}
         hb = {(k.decode() if isinstance(k, bytes) else k): float(s) for k, s in beats}
         self._cache = (now, regs, hb)
         return regs, hb
@@ -43,9 +45,11 @@ class PoolRouter:
         regs, beats = await self._registry()
         if not regs:
             return self.fallback_url
-        from pool.routing import choose_service, pool_key_for
-
-        service = choose_service(regs, beats, pool_key_for(request), time.time() * 1000, STALE_AFTER_MS)
+        if request.mode == DispatchMode.COLD:
+            pool_key = None
+        else:
+            pool_key = key_for(request, "exec" if request.mode == DispatchMode.EXEC else "agent").hash
+        service = choose_service(regs, beats, pool_key, time.time() * 1000, STALE_AFTER_MS)
         if service is None:
             return self.fallback_url
         url = regs[service].get("url")

@@ -66,11 +66,15 @@ class TaskRunner:
             return "stale"
         request = plan.request
         member = lease_member(wf_id, step_id, index, token)
-        base_url = await self.router.choose(request)
         lease_lost = asyncio.Event()
         renewer = asyncio.create_task(self._renew(member, lease_lost))
         try:
+            base_url = await self.router.choose(request)
             result = await self._execute(base_url, request, lease_lost)
+        except Exception as exc:  # a bug or outage here fails the attempt; it must not loop on takeovers
+            log.exception("task %s failed in the worker", request.task_id)
+            error = TaskError(kind=ErrorKind.RUNTIME, message=f"worker error: {type(exc).__name__}: {exc}")
+            result = TaskResult(task_id=request.task_id, ok=False, error=error)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

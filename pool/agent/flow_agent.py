@@ -174,7 +174,7 @@ class Session:
         self.writer = writer
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.next_rid = 0
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Future[None]] = set()
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -227,11 +227,13 @@ class Session:
             task_id = str(message.get("id"))
             runner = Runner(self.agent, self, message)
             self.agent.runners[task_id] = runner
-            self.tasks[task_id] = asyncio.ensure_future(runner.run())
+            task = asyncio.ensure_future(runner.run())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         elif kind == "cancel":
-            runner = self.agent.runners.get(str(message.get("id")))
-            if runner is not None:
-                runner.cancel()
+            target = self.agent.runners.get(str(message.get("id")))
+            if target is not None:
+                target.cancel()
         elif kind == "state_reply":
             future = self.pending.get(int(message.get("rid", -1)))
             if future is not None and not future.done():
@@ -365,7 +367,8 @@ class Runner:
         timeout_s = self.message.get("timeout_s")
         future = self.agent.loop.run_in_executor(self.agent.executor, self.call_function, tail)
         cancel_wait = asyncio.ensure_future(self.cancel_event.wait())
-        done, _ = await asyncio.wait({future, cancel_wait}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        waiters: set[asyncio.Future[Any]] = {future, cancel_wait}
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         cancel_wait.cancel()
         if future in done:
             result: dict[str, Any] = future.result()
@@ -398,7 +401,7 @@ class Runner:
                     value = fn(ctx)
                     if asyncio.iscoroutine(value):
                         value = self.agent.fn_loop().run_until_complete(value)
-                except BaseException as exc:  # noqa: BLE001 - a step's failure is data
+                except BaseException as exc:
                     traceback.print_exc(file=sink)
                     return {"exit_code": 1, "error": f"{type(exc).__name__}: {exc}"}
                 finally:

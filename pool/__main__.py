@@ -1,0 +1,20 @@
+"""``python -m pool``: run the pool service with uvicorn on ``settings.host:settings.port``."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from flowcore.settings import PoolSettings
+from pool.app import create_app
+
+
+def main() -> None:
+    settings = PoolSettings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

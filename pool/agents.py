@@ -1,0 +1,174 @@
+"""Long-running agents: containers users deploy, start, stop, read the logs of and delete.
+
+Records live in the Redis hash ``keys.agents`` (agent id -> :class:`AgentRecord` JSON); the
+container carries the usual labels plus ``io.agentainer.flow.kind=agent`` and
+``io.agentainer.flow.agent=<id>``. Status is read from the engine on every ``get``/``list``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from flowcore.errors import Conflict, FlowError, NotFound
+from flowcore.keyspace import Keyspace
+from flowcore.settings import PoolSettings
+from pool.redisio import aw as _aw
+from pool.runtime import (
+    LABEL_AGENT,
+    LABEL_FLOW,
+    LABEL_KIND,
+    LABEL_SERVICE,
+    LABEL_STEP,
+    LABEL_WORKFLOW,
+    ContainerRuntime,
+    ContainerSpec,
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class AgentSpec(BaseModel):
+    """``POST /v1/agents``: deploy (create and start) a long-running container."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN)
+    image: str = Field(min_length=1, max_length=512)
+    command: list[str] | str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cpu: float | None = Field(None, gt=0, le=64)
+    memory_mb: int | None = Field(None, ge=6)
+    network: str = Field("none", min_length=1)
+    workflow_id: str | None = None
+    step_id: str | None = None
+
+
+class AgentRecord(AgentSpec):
+    id: str
+    container_id: str | None = None
+    status: str = "created"
+    service_id: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class AgentService:
+    def __init__(self, runtime: ContainerRuntime, redis: Redis, keys: Keyspace, settings: PoolSettings) -> None:
+        self._runtime = runtime
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+
+    async def _save(self, record: AgentRecord) -> AgentRecord:
+        record.updated_at = _now()
+        await _aw(self._redis.hset(self._keys.agents, record.id, record.model_dump_json()))
+        return record
+
+    async def _load(self, agent_id: str) -> AgentRecord:
+        raw = await _aw(self._redis.hget(self._keys.agents, agent_id))
+        if raw is None:
+            raise NotFound(f"agent {agent_id!r} not found", field="agent_id")
+        return AgentRecord.model_validate_json(raw)
+
+    async def _refresh(self, record: AgentRecord) -> AgentRecord:
+        if record.container_id is None:
+            return record
+        try:
+            state = await self._runtime.inspect(record.container_id)
+        except NotFound:
+            status = "removed"
+        except FlowError:
+            return record
+        else:
+            status = "running" if state.running else ("stopped" if state.status == "exited" else state.status)
+        if status != record.status:
+            record.status = status
+            await self._save(record)
+        return record
+
+    async def deploy(self, spec: AgentSpec) -> AgentRecord:
+        for other in await self._all():
+            if other.name == spec.name and other.status not in ("removed",):
+                raise Conflict(f"an agent named {spec.name!r} exists ({other.id})", field="name")
+        await self._runtime.ensure_image(spec.image)
+        record = AgentRecord(id=f"agent-{secrets.token_hex(6)}", service_id=self._settings.service_id,
+                             created_at=_now(), **spec.model_dump())
+        labels = {**self._settings.extra_labels, LABEL_FLOW: "1", LABEL_SERVICE: self._settings.service_id,
+                  LABEL_KIND: "agent", LABEL_AGENT: record.id}
+        if spec.workflow_id:
+            labels[LABEL_WORKFLOW] = spec.workflow_id
+        if spec.step_id:
+            labels[LABEL_STEP] = spec.step_id
+        env = {**spec.env, "FLOW_AGENT_ID": record.id}
+        if spec.workflow_id:
+            env["FLOW_WORKFLOW_ID"] = spec.workflow_id
+        if spec.step_id:
+            env["FLOW_STEP_ID"] = spec.step_id
+        command = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else spec.command
+        container_spec = ContainerSpec(
+            image=spec.image, command=command, env=env, labels=labels, network=spec.network,
+            cpu=spec.cpu, memory_mb=spec.memory_mb, name=f"flow-agent-{record.id[6:]}-{spec.name}"[:120],
+        )
+        record.container_id = await self._runtime.start(container_spec)
+        record.status = "running"
+        return await self._save(record)
+
+    async def get(self, agent_id: str) -> AgentRecord:
+        return await self._refresh(await self._load(agent_id))
+
+    async def _all(self) -> list[AgentRecord]:
+        raw: dict[Any, Any] = await _aw(self._redis.hgetall(self._keys.agents))
+        return [AgentRecord.model_validate_json(v) for v in raw.values()]
+
+    async def list(self, workflow_id: str | None = None) -> list[AgentRecord]:
+        records = [r for r in await self._all() if workflow_id is None or r.workflow_id == workflow_id]
+        return [await self._refresh(r) for r in sorted(records, key=lambda r: r.created_at)]
+
+    async def start(self, agent_id: str) -> AgentRecord:
+        record = await self._load(agent_id)
+        if record.container_id is None:
+            raise Conflict(f"agent {agent_id!r} has no container", field="agent_id")
+        await self._runtime.start_existing(record.container_id)
+        return await self._refresh(record)
+
+    async def stop(self, agent_id: str) -> AgentRecord:
+        record = await self._load(agent_id)
+        if record.container_id is not None:
+            await self._runtime.stop(record.container_id)
+        return await self._refresh(record)
+
+    async def delete(self, agent_id: str) -> None:
+        record = await self._load(agent_id)
+        if record.container_id is not None:
+            await self._runtime.remove(record.container_id)
+        await _aw(self._redis.hdel(self._keys.agents, agent_id))
+
+    async def logs(self, agent_id: str, tail: int | None = None) -> str:
+        record = await self._load(agent_id)
+        if record.container_id is None:
+            return ""
+        return await self._runtime.logs(record.container_id, tail=tail)
+
+    async def follow(self, agent_id: str) -> AsyncIterator[str]:
+        record = await self._load(agent_id)
+        if record.container_id is None:
+            return
+        async for chunk in self._runtime.follow_logs(record.container_id):
+            yield chunk
+
+    async def remove_all_own(self) -> None:
+        """Shutdown without ``keep_containers_on_shutdown``: remove this service's agent containers."""
+        for record in await self._all():
+            if record.service_id == self._settings.service_id and record.container_id is not None:
+                await self._runtime.remove(record.container_id)
+                record.status = "removed"
+                await self._save(record)

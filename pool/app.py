@@ -1,0 +1,50 @@
+"""The pool service's HTTP app: ``create_app(settings)`` with a lifespan that opens and closes
+the Docker runtime, Redis, the pools and the registration.
+
+Routes (JSON unless noted):
+
+- ``GET  /healthz``
+- ``POST /v1/tasks`` (TaskRequest -> TaskResult), ``DELETE /v1/tasks/{task_id}``
+- ``GET  /v1/pools``, ``GET /v1/pools/{key}``, ``POST /v1/pools/{key}/resize``, ``POST /v1/pools/{key}/drain``
+- ``/v1/agents`` (deploy, list), ``/v1/agents/{id}`` (get, delete), ``.../start``, ``.../stop``,
+  ``.../logs`` (text; ``?follow=1`` streams lines)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowcore.errors import FlowError
+from flowcore.settings import PoolSettings
+from pool.routes import agents, tasks
+from pool.services import PoolServices
+
+
+async def healthz(request: Request) -> Response:
+    services: PoolServices = request.app.state.services
+    return JSONResponse({"ok": True, "service_id": services.settings.service_id})
+
+
+async def flow_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FlowError)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+
+def create_app(settings: PoolSettings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = await PoolServices.open(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), *tasks.routes, *agents.routes]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={FlowError: flow_error})

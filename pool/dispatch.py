@@ -1,0 +1,386 @@
+"""Run one task: choose the dispatch mode, get a container, apply the step contract, time it.
+
+- ``agent``: a warm container's agent runs the task (command as a child process, or a function).
+- ``exec``: a warm container, ``docker exec`` per task (images without python3).
+- ``cold``: a one-shot container per task (also the fallback when a pool stays exhausted).
+- ``auto``: agent when the image has python3 (probed once per image), else exec.
+
+The step's own failure is data (a :class:`TaskResult` with ``ok=False``); only a malformed request
+(:class:`~flowcore.errors.InvalidInput`), a duplicate task id (:class:`~flowcore.errors.Conflict`)
+or an exhausted pool with ``on_exhausted="error"`` raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowcore.errors import Conflict, FlowError, ImageNotFound, InvalidInput, NotFound
+from flowcore.pool_api import DispatchMode, ErrorKind, TaskError, TaskRequest, TaskResult, TaskTimings
+from pool import contract, sizing
+from pool.containers import TASKS_DIR, PooledContainer, safe_name
+from pool.errors import ChannelClosed, PoolWaitTimeout
+from pool.keys import Kind, PoolKey, key_for
+from pool.manager import PoolManager
+from pool.records import ContainerRecorder
+from pool.runtime import (
+    LABEL_STEP,
+    LABEL_TASK,
+    LABEL_WORKFLOW,
+    Bind,
+    ContainerSpec,
+)
+
+
+@dataclass
+class Running:
+    """A task in flight, so that ``DELETE /v1/tasks/{id}`` can reach it."""
+
+    task_id: str
+    cancelled: bool = False
+    container: PooledContainer | None = None
+    oneshot_name: str | None = None
+    function: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def is_cancelled(self) -> bool:
+        """Read anew after an await (a cancel may have come in meanwhile)."""
+        return self.cancelled
+
+
+class Dispatcher:
+    def __init__(self, manager: PoolManager, recorder: ContainerRecorder | None = None) -> None:
+        self.manager = manager
+        self.runtime = manager.runtime
+        self.settings = manager.settings
+        self.recorder = recorder
+        self.running: dict[str, Running] = {}
+
+    # ------------------------------------------------------------------ entry points
+    async def execute(self, request: TaskRequest) -> TaskResult:
+        if request.command is None and request.function is None:
+            raise InvalidInput("a task needs a command or a function", field="command")
+        if request.command is not None and request.function is not None:
+            raise InvalidInput("a task has either a command or a function, not both", field="function")
+        if request.command is not None and len(request.command) == 0:
+            raise InvalidInput("command must not be empty", field="command")
+        if request.function is not None and request.mode == DispatchMode.EXEC:
+            raise InvalidInput("function steps need the agent: use mode auto, agent or cold", field="mode")
+        if request.task_id in self.running:
+            raise Conflict(f"task {request.task_id!r} is already running", field="task_id")
+        running = Running(request.task_id, function=request.function is not None)
+        self.running[request.task_id] = running
+        started = time.perf_counter()
+        try:
+            result = await self._execute(request, running)
+        finally:
+            self.running.pop(request.task_id, None)
+            running.done.set()
+        result.timings.total_ms = round((time.perf_counter() - started) * 1000, 3)
+        result.pool_service = self.settings.service_id
+        return result
+
+    async def cancel(self, task_id: str) -> None:
+        """Kill a running task; its own request answers ``cancelled``."""
+        running = self.running.get(task_id)
+        if running is None:
+            raise NotFound(f"task {task_id!r} is not running here", field="task_id")
+        running.cancelled = True
+        container = running.container
+        if container is not None:
+            if container.channel is not None and not running.function:
+                container.channel.cancel(task_id)
+            else:
+                container.broken = True
+                await self.runtime.kill(container.container_id)
+        elif running.oneshot_name is not None:
+            await self.runtime.kill(running.oneshot_name)
+
+    # ------------------------------------------------------------------ modes
+    async def _execute(self, request: TaskRequest, running: Running) -> TaskResult:
+        try:
+            await self.manager.ensure_image(request.image)
+            mode = await self._resolve(request)
+        except ImageNotFound:
+            return self._failed(request, ErrorKind.IMAGE_NOT_FOUND, f"image not found: {request.image}")
+        except FlowError as exc:
+            if isinstance(exc, InvalidInput):
+                raise
+            return self._failed(request, ErrorKind.RUNTIME, exc.message)
+        if mode == DispatchMode.COLD:
+            self.manager.cold_stats.cold_starts += 1
+            return await self._cold(request, running, pool_key=None)
+        kind: Kind = "agent" if mode == DispatchMode.AGENT else "exec"
+        key = key_for(request, kind)
+        pool = self.manager.pool_for(key, request.pool)
+        try:
+            lease = await pool.acquire(self.settings.acquire_timeout_s)
+        except PoolWaitTimeout:
+            if sizing.exhausted_action(self.settings.on_exhausted) == "error":
+                raise
+            pool.stats.cold_starts += 1
+            return await self._cold(request, running, pool_key=key.hash)
+        except FlowError as exc:
+            return self._failed(request, ErrorKind.RUNTIME, exc.message, pool_key=key.hash, mode=mode)
+        container = lease.container
+        running.container = container
+        exec_started = time.perf_counter()
+        finished_at = ""
+        try:
+            if running.cancelled:
+                raw = contract.RawOutcome(exit_code=None, cancelled=True)
+            elif kind == "agent":
+                raw = await self._run_agent(request, container, running)
+            else:
+                raw = await self._run_exec(request, container, running)
+            finished_at = _now_iso()
+        finally:
+            pool.release(container)
+        exec_ms = (time.perf_counter() - exec_started) * 1000
+        result = self._result(request, raw, mode=mode, pooled=True, container_id=container.container_id,
+                              pool_key=key.hash)
+        result.timings = TaskTimings(acquire_ms=round(lease.acquire_ms, 3), exec_ms=round(exec_ms, 3))
+        pool.stats.record_task(exec_ms, result.ok)
+        self._record(request, result, started_ms=exec_started, finished_at=finished_at)
+        return result
+
+    async def _resolve(self, request: TaskRequest) -> DispatchMode:
+        mode = request.mode
+        if mode in (DispatchMode.COLD, DispatchMode.EXEC):
+            return mode
+        has_python = await self.manager.has_python(request.image)
+        if mode == DispatchMode.AUTO:
+            mode = DispatchMode.AGENT if has_python else DispatchMode.EXEC
+        if mode == DispatchMode.AGENT and not has_python:
+            raise FlowError(f"image {request.image} has no python3: the agent cannot run there (use mode exec)")
+        if request.function is not None and mode != DispatchMode.AGENT:
+            raise FlowError(f"function steps need python3 in the image; {request.image} has none")
+        return mode
+
+    async def _run_agent(self, request: TaskRequest, container: PooledContainer, running: Running) -> contract.RawOutcome:
+        assert container.channel is not None
+        task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
+        try:
+            message: dict[str, Any] = {
+                "id": request.task_id,
+                "env": contract.task_env(request, task_dir),
+                "cwd": request.workdir or task_dir.work_path,
+                "timeout_s": request.timeout_s,
+            }
+            if request.function is not None:
+                message["kind"] = "function"
+                message["function"] = request.function.model_dump()
+                message["ctx"] = {
+                    "workflow_id": request.workflow_id,
+                    "step_id": request.step_id,
+                    "task_id": request.task_id,
+                    "index": request.index,
+                    "attempt": request.attempt,
+                    "input": request.input,
+                    "traceparent": request.traceparent,
+                }
+            else:
+                assert request.command is not None
+                message["kind"] = "command"
+                message["argv"] = contract.command_argv(request.command)
+                message["input_path"] = task_dir.input_path
+            backstop = request.timeout_s + self.settings.task_grace_s if request.timeout_s else None
+            try:
+                reply = await asyncio.wait_for(container.channel.run(message, request.workflow_id), backstop)
+            except TimeoutError:
+                container.broken = True
+                await self.runtime.kill(container.container_id)
+                return contract.RawOutcome(exit_code=None, timed_out=True, log_tail="(the agent did not answer)")
+            except ChannelClosed as exc:
+                container.broken = True
+                return await self._lost(container, running, exc.message)
+            if reply.get("fatal"):
+                container.broken = True
+            raw = contract.RawOutcome(
+                exit_code=reply.get("exit_code"),
+                stdout=str(reply.get("stdout") or ""),
+                log_tail=str(reply.get("log_tail") or ""),
+                timed_out=bool(reply.get("timed_out")),
+                oom=bool(reply.get("oom")),
+                cancelled=bool(reply.get("cancelled")) or running.cancelled,
+                function=request.function is not None,
+                function_error=reply.get("error"),
+                function_output=reply.get("output"),
+                has_function_output=bool(reply.get("has_output")),
+                output_error=reply.get("output_error"),
+            )
+            if request.function is None and reply.get("error"):
+                raw.lost = str(reply["error"])
+            raw.output_file = contract.read_optional(task_dir.host / "output.json")
+            raw.state_file = contract.read_optional(task_dir.host / "state.json")
+            return raw
+        finally:
+            contract.remove_task_dir(task_dir)
+
+    async def _lost(self, container: PooledContainer, running: Running, reason: str) -> contract.RawOutcome:
+        """The container died under a task: OOM, a cancel, or lost (retriable)."""
+        if running.cancelled:
+            return contract.RawOutcome(exit_code=None, cancelled=True)
+        with contextlib.suppress(FlowError):
+            state = await self.runtime.inspect(container.container_id)
+            if state.oom_killed:
+                return contract.RawOutcome(exit_code=137, oom=True)
+        return contract.RawOutcome(exit_code=None, lost=container.lost_reason or reason)
+
+    async def _run_exec(self, request: TaskRequest, container: PooledContainer, running: Running) -> contract.RawOutcome:
+        assert request.command is not None
+        task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
+        try:
+            argv = contract.stdin_wrapped(contract.command_argv(request.command))
+            try:
+                res = await self.runtime.exec(container.container_id, argv, contract.task_env(request, task_dir),
+                                              request.workdir or task_dir.work_path, request.timeout_s)
+            except FlowError as exc:
+                container.broken = True
+                return await self._lost(container, running, exc.message)
+            raw = contract.RawOutcome(
+                exit_code=res.exit_code,
+                stdout=res.stdout.decode(errors="replace"),
+                log_tail=res.combined_tail.decode(errors="replace"),
+                timed_out=res.timed_out,
+                cancelled=running.cancelled,
+            )
+            if res.timed_out:
+                container.broken = True
+            elif res.exit_code in (-1, 137) or container.lost_reason is not None:
+                # Killed: by the memory limit, by a cancel, or the container died under it.
+                try:
+                    state = await self.runtime.inspect(container.container_id)
+                except FlowError:
+                    state = None
+                if state is None or not state.running:
+                    container.broken = True
+                    if not running.cancelled:
+                        lost = await self._lost(container, running, "the container stopped during the task")
+                        lost.log_tail = raw.log_tail
+                        return lost
+                elif state.oom_killed:
+                    container.broken = True  # the OOM flag sticks: do not blame the next task
+                    raw.oom = True
+            raw.output_file = contract.read_optional(task_dir.host / "output.json")
+            raw.state_file = contract.read_optional(task_dir.host / "state.json")
+            return raw
+        finally:
+            contract.remove_task_dir(task_dir)
+
+    async def _cold(self, request: TaskRequest, running: Running, *, pool_key: str | None) -> TaskResult:
+        """A one-shot container: create, start, wait, remove (the baseline; always works)."""
+        started = time.perf_counter()
+        if request.function is not None:
+            key = PoolKey(image=request.image, kind="agent", network=request.network, cpu=request.resources.cpu,
+                          memory_mb=request.resources.memory_mb, pids=request.resources.pids)
+            try:
+                container = await self.manager.factory.create(key, kind="oneshot")
+            except FlowError as exc:
+                return self._failed(request, ErrorKind.RUNTIME, exc.message, mode=DispatchMode.COLD)
+            running.container = container
+            try:
+                raw = await self._run_agent(request, container, running)
+            finally:
+                await self.manager.factory.destroy(container)
+            container_id: str | None = container.container_id
+        else:
+            raw, container_id = await self._cold_command(request, running)
+        exec_ms = (time.perf_counter() - started) * 1000
+        result = self._result(request, raw, mode=DispatchMode.COLD, pooled=False, container_id=container_id,
+                              pool_key=pool_key)
+        result.timings = TaskTimings(acquire_ms=0.0, exec_ms=round(exec_ms, 3))
+        self.manager.cold_stats.record_task(exec_ms, result.ok)
+        self._record(request, result, started_ms=started, finished_at=_now_iso())
+        return result
+
+    async def _cold_command(self, request: TaskRequest, running: Running) -> tuple[contract.RawOutcome, str | None]:
+        assert request.command is not None
+        root = self.manager.factory.service_dir / "t"
+        root.mkdir(parents=True, exist_ok=True)
+        task_dir = contract.prepare_task_dir(root, "/flow/task", request)
+        name = f"flow-{safe_name(self.settings.service_id)}-t{secrets.token_hex(6)}"
+        running.oneshot_name = name
+        labels = {
+            **self.manager.factory.base_labels("oneshot"),
+            LABEL_WORKFLOW: request.workflow_id,
+            LABEL_STEP: request.step_id,
+            LABEL_TASK: request.task_id[:200],
+        }
+        spec = ContainerSpec(
+            image=request.image,
+            entrypoint=contract.stdin_wrapped(contract.command_argv(request.command)),
+            command=[],
+            env=contract.task_env(request, task_dir),
+            labels=labels,
+            binds=[Bind(str(task_dir.host), task_dir.container)],
+            network=request.network,
+            cpu=request.resources.cpu,
+            memory_mb=request.resources.memory_mb,
+            pids=request.resources.pids,
+            workdir=request.workdir or task_dir.work_path,
+            name=name,
+        )
+        try:
+            if running.cancelled:
+                return contract.RawOutcome(exit_code=None, cancelled=True), None
+            try:
+                res = await self.runtime.run_once(spec, request.timeout_s)
+            except ImageNotFound:
+                raise
+            except FlowError as exc:
+                return contract.RawOutcome(exit_code=None, lost=exc.message, cancelled=running.is_cancelled()), None
+            raw = contract.RawOutcome(
+                exit_code=res.exit_code,
+                stdout=res.stdout.decode(errors="replace"),
+                log_tail=res.combined_tail.decode(errors="replace"),
+                timed_out=res.timed_out,
+                oom=res.oom_killed and not res.timed_out,
+                cancelled=running.cancelled,
+                output_file=contract.read_optional(task_dir.host / "output.json"),
+                state_file=contract.read_optional(task_dir.host / "state.json"),
+            )
+            return raw, res.container_id
+        finally:
+            contract.remove_task_dir(task_dir)
+
+    # ------------------------------------------------------------------ results
+    def _result(self, request: TaskRequest, raw: contract.RawOutcome, *, mode: DispatchMode, pooled: bool,
+                container_id: str | None, pool_key: str | None) -> TaskResult:
+        outcome = contract.build_outcome(request, raw, request.timeout_s)
+        if outcome.error is not None and outcome.error.kind == ErrorKind.CONTAINER_LOST and not raw.lost:
+            outcome.error = TaskError(kind=ErrorKind.CONTAINER_LOST, message="container lost")
+        return TaskResult(
+            task_id=request.task_id,
+            ok=outcome.ok,
+            exit_code=outcome.exit_code,
+            output=outcome.output,
+            state_updates=outcome.state_updates,
+            error=outcome.error,
+            log_tail=outcome.log_tail,
+            container_id=container_id,
+            pooled=pooled,
+            mode=mode,
+            pool_key=pool_key,
+        )
+
+    def _failed(self, request: TaskRequest, kind: ErrorKind, message: str, *, pool_key: str | None = None,
+                mode: DispatchMode = DispatchMode.COLD) -> TaskResult:
+        return TaskResult(task_id=request.task_id, ok=False, error=TaskError(kind=kind, message=message),
+                          mode=mode, pool_key=pool_key)
+
+    def _record(self, request: TaskRequest, result: TaskResult, *, started_ms: float, finished_at: str) -> None:
+        if self.recorder is None or result.container_id is None:
+            return
+        elapsed_s = time.perf_counter() - started_ms
+        self.recorder.record(request, result, started_at=_now_iso(-elapsed_s), finished_at=finished_at or _now_iso())
+
+
+def _now_iso(offset_s: float = 0.0) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(seconds=offset_s)).isoformat(timespec="milliseconds")

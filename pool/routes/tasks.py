@@ -1,0 +1,76 @@
+"""``/v1/tasks`` (run, cancel) and ``/v1/pools`` (stats, resize, drain)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowcore.errors import InvalidInput
+from flowcore.pool_api import TaskRequest
+from pool.routes import parse_body
+from pool.services import PoolServices
+
+
+class ResizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_size: int = Field(ge=0, le=256)
+    max_size: int = Field(ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ResizeRequest:
+        if self.min_size > self.max_size:
+            raise ValueError("min_size must not exceed max_size")
+        return self
+
+
+def _services(request: Request) -> PoolServices:
+    services: PoolServices = request.app.state.services
+    return services
+
+
+async def run_task(request: Request) -> Response:
+    """Run one task to its end; the step's own failure is a 200 with ``ok: false``."""
+    task = await parse_body(request, TaskRequest)
+    result = await _services(request).dispatcher.execute(task)
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+async def cancel_task(request: Request) -> Response:
+    task_id = request.path_params["task_id"]
+    await _services(request).dispatcher.cancel(task_id)
+    return JSONResponse({"task_id": task_id, "cancelled": True}, status_code=202)
+
+
+async def list_pools(request: Request) -> Response:
+    return JSONResponse(_services(request).manager.report())
+
+
+async def get_pool(request: Request) -> Response:
+    return JSONResponse(_services(request).manager.get(request.path_params["key"]).report())
+
+
+async def resize_pool(request: Request) -> Response:
+    pool = _services(request).manager.get(request.path_params["key"])
+    body = await parse_body(request, ResizeRequest)
+    if body.min_size > body.max_size:  # pragma: no cover - the model checks it
+        raise InvalidInput("min_size must not exceed max_size", field="min_size")
+    pool.resize(body.min_size, body.max_size)
+    return JSONResponse(pool.report())
+
+
+async def drain_pool(request: Request) -> Response:
+    pool = _services(request).manager.get(request.path_params["key"])
+    removed = await pool.drain()
+    return JSONResponse({"key": pool.key.hash, "removed_idle": removed, "busy": pool.busy_count})
+
+
+routes = [
+    Route("/v1/tasks", run_task, methods=["POST"]),
+    Route("/v1/tasks/{task_id:path}", cancel_task, methods=["DELETE"]),
+    Route("/v1/pools", list_pools, methods=["GET"]),
+    Route("/v1/pools/{key}", get_pool, methods=["GET"]),
+    Route("/v1/pools/{key}/resize", resize_pool, methods=["POST"]),
+    Route("/v1/pools/{key}/drain", drain_pool, methods=["POST"]),
+]

@@ -1,0 +1,216 @@
+"""What the API answers, as pydantic models, and the enums and configs users pass in.
+
+Response models are tolerant readers (``extra="allow"``): a field the server adds later is kept as an
+attribute instead of breaking older clients. Times are timezone-aware ``datetime`` values; durations
+are seconds (``duration_s``).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkflowStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+
+class StepType(enum.StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+    MAP = "map"
+    REDUCE = "reduce"
+    BRANCH = "branch"
+    DECISION = "decision"
+
+
+class TriggerType(enum.StrEnum):
+    """How a trigger fires. ``CRON`` is another name for ``SCHEDULE``."""
+
+    SCHEDULE = "schedule"
+    CRON = "schedule"
+    EVENT = "event"
+    WEBHOOK = "webhook"
+    MANUAL = "manual"
+
+
+class _Reader(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Task(_Reader):
+    """One container run of a step (a map step has one per item)."""
+
+    index: int = 0
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    exit_code: int | None = None
+    error: dict[str, Any] | None = None
+    log_tail: str = ""
+    container_id: str | None = None
+    pooled: bool = False
+    mode: str | None = None
+    acquire_ms: float | None = None
+    exec_ms: float | None = None
+
+
+class Step(_Reader):
+    """A step as it runs in one workflow: status, timings, output or error, and its tasks."""
+
+    id: str
+    type: StepType = StepType.SEQUENTIAL
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    output: Any = None
+    error: Any = None
+    reason: str | None = None
+    total: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    failures: Any = None
+    chosen: Any = None
+    tasks: list[Task] = Field(default_factory=list)
+
+    @property
+    def log_tail(self) -> str:
+        """The log tails of the step's tasks, in item order."""
+        return "".join(t.log_tail for t in self.tasks if t.log_tail)
+
+
+class Workflow(_Reader):
+    """One workflow execution. Listings carry the summary fields only (``steps`` empty there)."""
+
+    id: str
+    name: str
+    description: str | None = None
+    status: WorkflowStatus = WorkflowStatus.PENDING
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    error: Any = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    origin: dict[str, Any] = Field(default_factory=dict)
+    step_count: int = 0
+    input: Any = None
+    steps: list[Step] = Field(default_factory=list)
+    definition: dict[str, Any] | None = None
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Step id -> output, for the steps that produced one."""
+        return {s.id: s.output for s in self.steps if s.status == StepStatus.SUCCEEDED}
+
+    def failed_steps(self) -> dict[str, str]:
+        """Step id -> error message for each failed step."""
+        out: dict[str, str] = {}
+        for s in self.steps:
+            if s.status == StepStatus.FAILED:
+                out[s.id] = error_text(s.error) or "failed"
+        return out
+
+
+def error_text(error: Any) -> str:
+    """A one-line message out of the server's error values (a string or ``{"kind", "message"}``)."""
+    if error is None:
+        return ""
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("error") or ""
+        kind = error.get("kind")
+        return f"{kind}: {message}" if kind and message else str(message or kind or error)
+    return str(error)
+
+
+class Job(_Reader):
+    """A container that ran (or runs) tasks of a workflow (``GET /v1/workflows/{id}/jobs``)."""
+
+    id: str
+    name: str = ""
+    status: str | None = None
+    container_id: str | None = None
+    step_id: str | None = None
+    index: int | None = None
+    pooled: bool = False
+    mode: str | None = None
+
+
+class Agent(_Reader):
+    """A long-running container deployed with ``deploy_agent``."""
+
+    id: str
+    name: str = ""
+    image: str = ""
+    status: str = "created"
+    container_id: str | None = None
+    workflow_id: str | None = None
+    step_id: str | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    cpu_limit: int | None = None
+    memory_limit: int | None = None
+    created_at: datetime | None = None
+
+
+class TriggerConfig(BaseModel):
+    """Options of a trigger. Unknown keys are sent along, for options the server adds later."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event_type: str | None = Field(None, description="Event triggers: the event type that fires it.")
+    event_filter: dict[str, Any] = Field(default_factory=dict, description="Payload fields that must match.")
+    skip_if_running: bool = Field(False, description="Skip a fire while a run from this trigger is active.")
+    signature: str | None = Field(None, description="Webhook triggers: signature preset (github, stripe, ...).")
+    secret: str | None = Field(None, description="Webhook triggers: the HMAC secret.")
+
+
+class Trigger(_Reader):
+    """A trigger of a template workflow: schedule, event, webhook or manual."""
+
+    id: str
+    workflow_id: str | None = None
+    type: TriggerType = TriggerType.MANUAL
+    enabled: bool = True
+    cron_expression: str | None = None
+    timezone: str | None = None
+    input_data: Any = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+    run_count: int = 0
+    created_at: datetime | None = None

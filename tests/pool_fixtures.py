@@ -1,0 +1,111 @@
+"""Fixtures of the pool service's integration tests (import them explicitly in test modules).
+
+They build on tests/conftest.py's ``redis_url``, ``docker_host``, ``base_image`` and
+``test_labels``. Every test gets its own ``service_id`` (so its containers carry a unique
+``io.agentainer.flow.service`` label) and a short work dir (unix socket paths hold 108 bytes);
+teardown removes whatever still carries the label.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from flowcore.pool_api import TaskRequest
+from flowcore.settings import PoolSettings, RedisSection
+from pool.runtime import LABEL_SERVICE
+from pool.services import PoolServices
+
+NOPYTHON_IMAGE = "agentainer-flow/nopython:test"
+_ids = itertools.count()
+
+
+def docker_cli(docker_host: str, *args: str, input_text: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        ["docker", *args], env={**os.environ, "DOCKER_HOST": docker_host}, capture_output=True, text=True,
+        input=input_text, timeout=300, check=False,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def service_containers(docker_host: str, service_id: str) -> list[str]:
+    return docker_cli(docker_host, "ps", "-aq", "--filter", f"label={LABEL_SERVICE}={service_id}").split()
+
+
+@pytest.fixture(scope="session")
+def nopython_image(base_image: str, docker_host: str) -> str:
+    """The base image without python3: only ``docker exec`` can drive it."""
+    if not docker_cli(docker_host, "images", "-q", NOPYTHON_IMAGE).strip():
+        dockerfile = f"FROM {base_image}\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n"
+        docker_cli(docker_host, "build", "--network", "none", "--force-rm", "-t", NOPYTHON_IMAGE, "-",
+                   input_text=dockerfile)
+    return NOPYTHON_IMAGE
+
+
+@pytest.fixture
+def work_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="fp", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pool_settings(
+    redis_url: str, docker_host: str, base_image: str, test_labels: dict[str, str], work_dir: str
+) -> Iterator[PoolSettings]:
+    settings = PoolSettings(
+        service_id=f"t-{uuid.uuid4().hex[:10]}",
+        docker_host=docker_host,
+        work_dir=work_dir,
+        redis=RedisSection(url=redis_url, prefix="flow"),
+        default_image=base_image,
+        health_interval_s=0.3,
+        heartbeat_s=0.2,
+        acquire_timeout_s=5.0,
+        agent_start_timeout_s=20.0,
+        task_grace_s=3.0,
+        extra_labels=dict(test_labels),
+    )
+    yield settings
+    leftover = service_containers(docker_host, settings.service_id)
+    if leftover:
+        docker_cli(docker_host, "rm", "-f", *leftover, check=False)
+
+
+@pytest.fixture
+async def pool(pool_settings: PoolSettings) -> AsyncIterator[PoolServices]:
+    services = await PoolServices.open(pool_settings)
+    try:
+        yield services
+    finally:
+        await services.close()
+
+
+def make_task(image: str, **fields: Any) -> TaskRequest:
+    n = next(_ids)
+    data: dict[str, Any] = {"task_id": f"task-{uuid.uuid4().hex[:8]}-{n}", "workflow_id": "wf-test",
+                            "step_id": "step", "image": image}
+    data.update(fields)
+    return TaskRequest.model_validate(data)
+
+
+__all__ = [
+    "NOPYTHON_IMAGE",
+    "docker_cli",
+    "make_task",
+    "nopython_image",
+    "pool",
+    "pool_settings",
+    "service_containers",
+    "work_dir",
+]
