@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
+
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,7 +21,7 @@ from flowcore.store import WorkflowStore
 from gateway import openapi
 from gateway.errors import HANDLERS
 from gateway.middleware import BodyLimit, TokenAuth
-from gateway.routes import state, workflows
+from gateway.routes import pools, state, workflows
 
 API_VERSION = "1.0.0"
 
@@ -46,9 +48,11 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         app.state.settings = settings
         app.state.store = WorkflowStore(conn, keys)
         app.state.states = StateStore(conn, keys)
+        app.state.pool_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         try:
             yield
         finally:
+            await app.state.pool_http.aclose()
             if redis is None:
                 await conn.aclose()
 
@@ -57,6 +61,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         Route("/v1/openapi.json", openapi.openapi, methods=["GET"]),
         *workflows.routes,
         *state.routes,
+        *pools.routes,
     ]
     app = Starlette(
         routes=routes,

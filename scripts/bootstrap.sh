@@ -4,7 +4,8 @@
 #                    python3-venv when python3 cannot create a venv (debootstrap: ensure_base_image.sh,
 #                    only when the base image must be built offline)
 #   .venv            python3 -m venv, then pip install -e ./sdk -e '.[dev]' (skipped while the stamp
-#                    .venv/.flow-installed is newer than pyproject.toml and sdk/pyproject.toml)
+#                    .venv/.flow-installed is newer than pyproject.toml and sdk/pyproject.toml and lists
+#                    the same top-level packages)
 #   Docker engine    scripts/ensure_docker.sh (reuses a running engine, else starts the project's dockerd)
 #   base image       scripts/ensure_base_image.sh (agentainer-flow/python:3.11)
 # Idempotent; a few seconds when everything is present.
@@ -45,8 +46,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
+# Editable installs map the packages that exist at install time: a package that gains its __init__.py
+# later (a new service, the SDK) needs a reinstall, so the stamp records which packages there were.
+packages_fingerprint() {
+    (cd "$REPO_ROOT" && ls -1 ./*/__init__.py sdk/*/__init__.py 2>/dev/null | sort | tr '\n' ' ')
+}
+
 needs_pip=0
-if [ ! -f "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(packages_fingerprint)" ]; then
     needs_pip=1
 else
     for f in "$REPO_ROOT/pyproject.toml" "$REPO_ROOT/sdk/pyproject.toml"; do
@@ -62,9 +69,9 @@ if [ "$needs_pip" -eq 1 ]; then
     # One resolver pass, so the local SDK satisfies the server's 'agentainer-flow' dependency.
     "$VENV/bin/python" -m pip install -q --progress-bar off \
         -e "$REPO_ROOT/sdk" -e "$REPO_ROOT[dev]"
-    touch "$STAMP"
+    packages_fingerprint >"$STAMP"
 else
-    log "python packages up to date (stamp .venv/.flow-installed newer than pyproject.toml files)"
+    log "python packages up to date (stamp .venv/.flow-installed: same packages, newer than pyproject.toml files)"
 fi
 
 # ------------------------------------------------------------------------------ Docker engine and image

@@ -495,6 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     agent = Agent(args.socket, args.modules)
     asyncio.set_event_loop(agent.loop)
+    if sys.version_info < (3, 12) and hasattr(asyncio, "PidfdChildWatcher"):
+        # 3.9-3.11 default to a thread per child (ThreadedChildWatcher): a pidfd is cheaper per task.
+        try:
+            watcher = asyncio.PidfdChildWatcher()
+            watcher.attach_loop(agent.loop)
+            asyncio.set_child_watcher(watcher)
+        except OSError:
+            pass
     try:
         code = agent.loop.run_until_complete(agent.main())
     finally:

@@ -76,7 +76,7 @@ class _Control:
         raise NotImplementedError
 
 
-class branch(_Control):  # noqa: N801 - used like the @step decorator, a lower-case helper
+class branch(_Control):
     """``condition`` true: the ``then`` steps run and ``else_`` ones are skipped; false: the reverse."""
 
     kind = "branch"
@@ -103,7 +103,7 @@ class branch(_Control):  # noqa: N801 - used like the @step decorator, a lower-c
         return [self.condition]
 
 
-class decision(_Control):  # noqa: N801
+class decision(_Control):
     """The first case whose condition holds picks its targets; none: ``default``. The rest is skipped.
 
     ``cases`` is a list of ``(condition, [targets])`` pairs.

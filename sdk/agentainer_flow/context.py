@@ -70,12 +70,11 @@ class StepContext:
     @classmethod
     def from_agent(cls, raw: Any) -> StepContext:
         """Wrap the agent's context (its ``input`` is the task's input document)."""
-        doc = getattr(raw, "input", None)
-        is_doc = isinstance(doc, dict) and "deps" in doc and "workflow_input" in doc
-        workflow = doc.get("workflow") if is_doc and isinstance(doc.get("workflow"), dict) else {}
-        deps = getattr(raw, "deps", None)
-        if is_doc:
-            deps = doc.get("deps")
+        raw_input: Any = getattr(raw, "input", None)
+        is_doc = isinstance(raw_input, dict) and "deps" in raw_input and "workflow_input" in raw_input
+        doc: dict[str, Any] = raw_input if is_doc else {}
+        workflow: dict[str, Any] = doc["workflow"] if isinstance(doc.get("workflow"), dict) else {}
+        deps = doc.get("deps") if is_doc else getattr(raw, "deps", None)
         return cls(
             workflow_id=str(getattr(raw, "workflow_id", "") or workflow.get("id", "")),
             workflow_name=str(workflow.get("name", "")),
@@ -83,10 +82,10 @@ class StepContext:
             task_id=str(getattr(raw, "task_id", "")),
             index=int(getattr(raw, "index", 0) or 0),
             attempt=int(getattr(raw, "attempt", 1) or 1),
-            input=doc.get("input") if is_doc else doc,
-            workflow_input=doc.get("workflow_input") if is_doc else None,
+            input=doc.get("input") if is_doc else raw_input,
+            workflow_input=doc.get("workflow_input"),
             item=doc.get("item") if is_doc else getattr(raw, "item", None),
-            items=doc.get("items") if is_doc else None,
+            items=doc.get("items"),
             deps=deps if isinstance(deps, dict) else {},
             state=getattr(raw, "state", None),
             log=getattr(raw, "log", None),

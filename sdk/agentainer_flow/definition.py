@@ -45,9 +45,7 @@ def _members(cls: type) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         for attr, value in vars(klass).items():
-            if callable(value) and isinstance(getattr(value, STEP_ATTR, None), StepSpec):
-                found[attr] = value
-            elif isinstance(value, _Control):
+            if (callable(value) and isinstance(getattr(value, STEP_ATTR, None), StepSpec)) or isinstance(value, _Control):
                 found[attr] = value
             elif attr in found:
                 del found[attr]  # overridden by something that is not a step
@@ -175,9 +173,8 @@ def _step_body(ps: PlannedStep, wf: WorkflowSpec, function: dict[str, Any] | Non
         body["function"] = function
     if ps.items is not None:
         body["items"] = ps.items
-    if spec.type == "parallel":
-        if (spec.replicas is None) == (spec.inputs is None):
-            raise ValidationError(f"parallel step {ps.id!r} needs exactly one of replicas= or inputs=", field=f"{ps.id}.replicas")
+    if spec.type == "parallel" and (spec.replicas is None) == (spec.inputs is None):
+        raise ValidationError(f"parallel step {ps.id!r} needs exactly one of replicas= or inputs=", field=f"{ps.id}.replicas")
     retry = {"max_attempts": spec.retry} if isinstance(spec.retry, int) else spec.retry
     pool = {} if spec.pool is True else (spec.pool or None)
     optional = {

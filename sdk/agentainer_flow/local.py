@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentainer_flow.branching import branch, evaluate, resolve
+from agentainer_flow.branching import _MISSING, branch, evaluate, resolve
 from agentainer_flow.context import MemoryState, StepContext
 from agentainer_flow.definition import Plan, PlannedStep, plan
 from agentainer_flow.errors import WorkflowError
@@ -95,7 +95,7 @@ class _Runner:
             "item": item,
         }
 
-    def verdict(self, ps: PlannedStep) -> str | None | bool:
+    def verdict(self, ps: PlannedStep) -> str | bool | None:
         """False: wait; None: ready; a string: skip it, for that reason (the engine's rules)."""
         recs = [self.results[d] for d in ps.waits_for]
         if any(r.status in (StepStatus.PENDING, StepStatus.RUNNING) for r in recs):
@@ -114,9 +114,10 @@ class _Runner:
         return None
 
     async def run(self) -> WorkflowStatus:
-        pending = [s for s in self.plan.steps]
+        pending = list(self.plan.steps)
         while pending:
             ready: list[PlannedStep] = []
+            skipped = False
             for ps in list(pending):
                 v = self.verdict(ps)
                 if v is False:
@@ -125,11 +126,12 @@ class _Runner:
                 if isinstance(v, str):
                     self.results[ps.id].status, self.results[ps.id].reason = StepStatus.SKIPPED, v
                     self.order.append(ps.id)
+                    skipped = True
                 else:
                     ready.append(ps)
             if not ready:
-                if any(self.verdict(ps) is False for ps in pending):
-                    continue  # a skip above unblocked something: look again
+                if skipped:
+                    continue  # a skip may unblock others: look again
                 break
             await asyncio.gather(*(self.run_step(ps) for ps in ready))
             if self.failed and self.plan.spec.failure_strategy != "continue":
@@ -238,7 +240,7 @@ class _Runner:
 def _templates(value: Any, view: Any) -> Any:
     if isinstance(value, dict) and "$path" in value and set(value) <= {"$path", "default"}:
         found = resolve(view, value["$path"])
-        if found is resolve(None, "x"):
+        if found is _MISSING:
             if "default" in value:
                 return copy.deepcopy(value["default"])
             raise KeyError(f"path {value['$path']!r} does not exist")

@@ -200,7 +200,7 @@ def _rewrite(source: str) -> tuple[list[str], str]:
             futures.extend(text)
             replace[start] = (end, [])
             continue
-        bindings = []
+        bindings: list[str] = []
         for alias in node.names:
             if alias.name == "*":
                 bindings = []

@@ -224,3 +224,19 @@ async def test_non_loopback_bind_without_token_refuses_to_start() -> None:
         create_app(GatewaySettings(host="0.0.0.0"))
     app = create_app(GatewaySettings(host="0.0.0.0", tokens=["s3cret"]))
     assert app is not None
+
+
+async def test_unreachable_pool_service_is_503(redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = GatewaySettings(redis={"url": redis_url}, pool={"url": f"http://127.0.0.1:{port}"})
+    conn = Redis.from_url(redis_url)
+    app = create_app(settings, redis=conn)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=AUTH) as c:
+            r = await c.get("/v1/pools")
+    await conn.aclose()
+    assert r.status_code == 503 and "unreachable" in r.json()["message"]
