@@ -32,16 +32,16 @@ class AgentsAPI(BaseClient):
             "step_id": step_id, "command": command,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
-        return Agent.model_validate(await self._request("POST", "/v1/agents", json=body))
+        return Agent.read(await self._request("POST", "/v1/agents", json=body))
 
     async def list_agents(self, workflow_id: str | None = None) -> list[Agent]:
         params = {"workflow_id": workflow_id} if workflow_id else None
         data = await self._request("GET", "/v1/agents", params=params)
         items = data.get("items", []) if isinstance(data, dict) else data or []
-        return [Agent.model_validate(a) for a in items]
+        return [Agent.read(a) for a in items]
 
     async def get_agent(self, agent_id: str) -> Agent:
-        return Agent.model_validate(await self._request("GET", f"/v1/agents/{seg(agent_id)}"))
+        return Agent.read(await self._request("GET", f"/v1/agents/{seg(agent_id)}"))
 
     async def start_agent(self, agent_id: str) -> Agent:
         return await self._agent_action(agent_id, "start")
@@ -56,7 +56,7 @@ class AgentsAPI(BaseClient):
     async def _agent_action(self, agent_id: str, action: str) -> Agent:
         data = await self._request("POST", f"/v1/agents/{seg(agent_id)}/{action}")
         if isinstance(data, dict) and "id" in data:
-            return Agent.model_validate(data)
+            return Agent.read(data)
         return await self.get_agent(agent_id)
 
     @overload

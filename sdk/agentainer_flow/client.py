@@ -69,7 +69,7 @@ class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, BaseClient):
             data = await self._request("POST", "/v1/workflows", params=params, json=definition)
         else:
             raise ValidationError(f"a definition is a dict or YAML text, got {type(definition).__name__}")
-        return Workflow.model_validate(data)
+        return Workflow.read(data)
 
     async def list_workflows(
         self, status: WorkflowStatus | str | None = None, *, limit: int | None = None, offset: int = 0
@@ -87,23 +87,23 @@ class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, BaseClient):
             page = _PAGE if limit is None else min(_PAGE, limit - len(out))
             data = await self._request("GET", "/v1/workflows", params={**params, "limit": page, "offset": offset})
             items = data.get("items", [])
-            out.extend(Workflow.model_validate(w) for w in items)
+            out.extend(Workflow.read(w) for w in items)
             offset += len(items)
             if not items or offset >= int(data.get("total", 0)) or (limit is not None and len(out) >= limit):
                 return out
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
         """The workflow with its steps, their tasks (status, timings, log tails), outputs and errors."""
-        return Workflow.model_validate(await self._request("GET", f"/v1/workflows/{seg(workflow_id)}"))
+        return Workflow.read(await self._request("GET", f"/v1/workflows/{seg(workflow_id)}"))
 
     async def start_workflow(self, workflow_id: str) -> WorkflowExecution:
         """Start a created workflow (409 ClientError when it already started)."""
         data = await self._request("POST", f"/v1/workflows/{seg(workflow_id)}/start")
-        return WorkflowExecution(self, Workflow.model_validate(data))
+        return WorkflowExecution(self, Workflow.read(data))
 
     async def cancel_workflow(self, workflow_id: str) -> Workflow:
         """Cancel a workflow: running tasks are killed, pending steps never start (409 when finished)."""
-        return Workflow.model_validate(await self._request("POST", f"/v1/workflows/{seg(workflow_id)}/cancel"))
+        return Workflow.read(await self._request("POST", f"/v1/workflows/{seg(workflow_id)}/cancel"))
 
     async def delete_workflow(self, workflow_id: str) -> None:
         """Delete a finished or never-started workflow and its state (409 while it runs)."""
@@ -147,7 +147,7 @@ class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, BaseClient):
     async def get_workflow_jobs(self, workflow_id: str) -> list[Job]:
         """The containers that ran the workflow's tasks (``.name``, ``.status``, ``.pooled``, ...)."""
         data = await self._request("GET", f"/v1/workflows/{seg(workflow_id)}/jobs")
-        return [Job.model_validate(j) for j in data.get("items", [])]
+        return [Job.read(j) for j in data.get("items", [])]
 
     # ---- state ---------------------------------------------------------------------------------
     async def get_workflow_state(self, workflow_id: str, key: str | None = None) -> Any:

@@ -36,7 +36,7 @@ class MetricsAPI(BaseClient):
             data = None
         if isinstance(data, dict) and "step_metrics" in data:
             return data
-        wf = Workflow.model_validate(await self._request("GET", f"/v1/workflows/{seg(workflow_id)}"))
+        wf = Workflow.read(await self._request("GET", f"/v1/workflows/{seg(workflow_id)}"))
         return metrics_from_workflow(wf)
 
     async def get_workflow_history(self, duration: str = "24h", *, limit: int | None = None) -> list[dict[str, Any]]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentainer_flow.errors import ClientError
 
 
 class WorkflowStatus(enum.StrEnum):
@@ -61,12 +64,24 @@ class TriggerType(enum.StrEnum):
 class _Reader(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
+    @classmethod
+    def read(cls, data: Any) -> Self:
+        """Parse an API answer; an unexpected shape is a ClientError, never a pydantic traceback."""
+        try:
+            return cls.model_validate(data)
+        except pydantic.ValidationError as exc:
+            first = exc.errors(include_url=False)[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+            where = ".".join(str(p) for p in first["loc"])
+            raise ClientError(
+                200, f"unexpected {cls.__name__} in the answer: {where}: {first['msg']}", code="bad_response"
+            ) from exc
+
 
 class Task(_Reader):
     """One container run of a step (a map step has one per item)."""
 
     index: int = 0
-    status: StepStatus = StepStatus.PENDING
+    status: str = "queued"  # queued, running, succeeded, failed, cancelled
     attempt: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None

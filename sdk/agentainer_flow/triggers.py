@@ -40,7 +40,7 @@ class TriggersAPI(BaseClient):
         if input_data is not None:
             body["input_data"] = input_data
         data = await self._request("POST", f"/v1/workflows/{seg(workflow_id)}/triggers", json=body)
-        return Trigger.model_validate(data)
+        return Trigger.read(data)
 
     async def schedule_workflow(
         self,
@@ -61,10 +61,10 @@ class TriggersAPI(BaseClient):
     async def list_triggers(self, workflow_id: str) -> list[Trigger]:
         data = await self._request("GET", f"/v1/workflows/{seg(workflow_id)}/triggers")
         items = data.get("items", []) if isinstance(data, dict) else data or []
-        return [Trigger.model_validate(t) for t in items]
+        return [Trigger.read(t) for t in items]
 
     async def get_trigger(self, trigger_id: str) -> Trigger:
-        return Trigger.model_validate(await self._request("GET", f"/v1/triggers/{seg(trigger_id)}"))
+        return Trigger.read(await self._request("GET", f"/v1/triggers/{seg(trigger_id)}"))
 
     async def enable_trigger(self, trigger_id: str) -> Trigger | None:
         return await self._trigger_action(trigger_id, "enable")
@@ -77,7 +77,7 @@ class TriggersAPI(BaseClient):
 
     async def _trigger_action(self, trigger_id: str, action: str) -> Trigger | None:
         data = await self._request("POST", f"/v1/triggers/{seg(trigger_id)}/{action}")
-        return Trigger.model_validate(data) if isinstance(data, dict) and "id" in data else None
+        return Trigger.read(data) if isinstance(data, dict) and "id" in data else None
 
     async def trigger_workflow(self, workflow_id: str, input_data: Any = None) -> str:
         """Fire ``workflow_id`` by hand: a new workflow from its definition; returns the new id."""
