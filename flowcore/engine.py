@@ -206,7 +206,7 @@ class _Transition:
         return False
 
     # ---- readiness ---------------------------------------------------------------------------
-    def blocked_reason(self, step_id: str) -> tuple[str, str] | None | bool:
+    def blocked_reason(self, step_id: str) -> tuple[str, str] | bool | None:
         """False: wait. None: ready. (cause, reason): skip it."""
         deps = self.deps[step_id]
         recs = [self.step_rec(d) for d in deps]

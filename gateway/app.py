@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
-
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware

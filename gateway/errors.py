@@ -26,9 +26,7 @@ def location(loc: tuple[int | str, ...]) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i > 0 and isinstance(loc[i - 1], int) and part in tags:
-            continue
-        elif part in ("ConditionLeaf", "ConditionAll", "ConditionAny", "ConditionNot"):
+        elif (i > 0 and isinstance(loc[i - 1], int) and part in tags) or part in ("ConditionLeaf", "ConditionAll", "ConditionAny", "ConditionNot"):
             continue
         else:
             out += f".{part}" if out else str(part)

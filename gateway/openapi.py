@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -20,7 +21,7 @@ BODIES: dict[tuple[str, str], type[Any]] = {
 }
 
 
-def build_document(routes: list[BaseRoute], version: str) -> dict[str, Any]:
+def build_document(routes: Sequence[BaseRoute], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     for route in routes:

@@ -9,16 +9,23 @@ token check makes concurrent reapers harmless: only one takeover commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
 from flowcore import engine
+from flowcore.engine import EngineEnv, Plan
 from flowcore.keyspace import parse_lease_member
+from flowcore.records import Snapshot
 from workers.runner import TaskRunner
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
+
+
+def _lost(snap: Snapshot, env: EngineEnv, *, step_id: str, index: int, token: str) -> Plan:
+    return engine.lost(snap, env, step_id, index, token)
 
 
 async def reap_once(runner: TaskRunner) -> int:
@@ -32,7 +39,7 @@ async def reap_once(runner: TaskRunner) -> int:
         except ValueError:
             await runner.redis.zrem(runner.keys.leases, member)
             continue
-        plan = await runner.transact(wf_id, lambda s, e: engine.lost(s, e, step_id, index, token))
+        plan = await runner.transact(wf_id, functools.partial(_lost, step_id=step_id, index=index, token=token))
         if plan is None:
             await runner.redis.zrem(runner.keys.leases, member)
         elif plan.dispatch or plan.dirty_tasks:

@@ -235,8 +235,11 @@ async def test_unreachable_pool_service_is_503(redis_url: str) -> None:
     settings = GatewaySettings(redis={"url": redis_url}, pool={"url": f"http://127.0.0.1:{port}"})
     conn = Redis.from_url(redis_url)
     app = create_app(settings, redis=conn)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=AUTH) as c:
-            r = await c.get("/v1/pools")
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gw", headers=AUTH) as c,
+    ):
+        r = await c.get("/v1/pools")
     await conn.aclose()
     assert r.status_code == 503 and "unreachable" in r.json()["message"]
