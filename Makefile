@@ -10,7 +10,7 @@ SOURCE_PACKAGES := flowcore gateway workers pool scheduler sdk/agentainer_flow
 .PHONY: help bootstrap up down status demo test test-unit test-integration test-e2e lint bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 bootstrap: ## Debian packages, .venv, Docker engine and base image (only what is missing)
 	scripts/bootstrap.sh
@@ -39,9 +39,11 @@ test-integration: bootstrap ## tests on real Redis and Docker
 test-e2e: bootstrap ## the Procfile processes driven over HTTP and the SDK
 	$(VENV)/bin/pytest tests/e2e
 
-lint: bootstrap ## ruff, then mypy --strict on the source packages
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy $(SOURCE_PACKAGES)
+lint: bootstrap ## ruff, then mypy --strict on the source packages (both run; fails if either fails)
+	rc=0; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	$(VENV)/bin/mypy $(SOURCE_PACKAGES) || rc=1; \
+	exit $$rc
 
 bench: bootstrap ## measure the hot path and write BENCHMARKS.md
 	$(PY) -m bench

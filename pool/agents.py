@@ -62,7 +62,9 @@ def _now() -> str:
 
 
 class AgentService:
-    def __init__(self, runtime: ContainerRuntime, redis: Redis, keys: Keyspace, settings: PoolSettings) -> None:
+    def __init__(
+        self, runtime: ContainerRuntime, redis: Redis, keys: Keyspace, settings: PoolSettings
+    ) -> None:
         self._runtime = runtime
         self._redis = redis
         self._keys = keys
@@ -100,10 +102,19 @@ class AgentService:
             if other.name == spec.name and other.status not in ("removed",):
                 raise Conflict(f"an agent named {spec.name!r} exists ({other.id})", field="name")
         await self._runtime.ensure_image(spec.image)
-        record = AgentRecord(id=f"agent-{secrets.token_hex(6)}", service_id=self._settings.service_id,
-                             created_at=_now(), **spec.model_dump())
-        labels = {**self._settings.extra_labels, LABEL_FLOW: "1", LABEL_SERVICE: self._settings.service_id,
-                  LABEL_KIND: "agent", LABEL_AGENT: record.id}
+        record = AgentRecord(
+            id=f"agent-{secrets.token_hex(6)}",
+            service_id=self._settings.service_id,
+            created_at=_now(),
+            **spec.model_dump(),
+        )
+        labels = {
+            **self._settings.extra_labels,
+            LABEL_FLOW: "1",
+            LABEL_SERVICE: self._settings.service_id,
+            LABEL_KIND: "agent",
+            LABEL_AGENT: record.id,
+        }
         if spec.workflow_id:
             labels[LABEL_WORKFLOW] = spec.workflow_id
         if spec.step_id:
@@ -115,8 +126,14 @@ class AgentService:
             env["FLOW_STEP_ID"] = spec.step_id
         command = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else spec.command
         container_spec = ContainerSpec(
-            image=spec.image, command=command, env=env, labels=labels, network=spec.network,
-            cpu=spec.cpu, memory_mb=spec.memory_mb, name=f"flow-agent-{record.id[6:]}-{spec.name}"[:120],
+            image=spec.image,
+            command=command,
+            env=env,
+            labels=labels,
+            network=spec.network,
+            cpu=spec.cpu,
+            memory_mb=spec.memory_mb,
+            name=f"flow-agent-{record.id[6:]}-{spec.name}"[:120],
         )
         record.container_id = await self._runtime.start(container_spec)
         record.status = "running"

@@ -77,7 +77,9 @@ class AgentChannel:
                     last_error = exc
                 else:
                     try:
-                        line = await asyncio.wait_for(reader.readline(), max(0.1, deadline - time.monotonic()))
+                        line = await asyncio.wait_for(
+                            reader.readline(), max(0.1, deadline - time.monotonic())
+                        )
                         hello = decode_message(line) if line else {}
                     except (TimeoutError, ValueError, OSError) as exc:
                         last_error = exc

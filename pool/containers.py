@@ -44,8 +44,15 @@ log = logging.getLogger(__name__)
 AGENT_DIR = Path(__file__).resolve().parent / "agent"
 RUN_DIR = "/flow/run"
 TASKS_DIR = f"{RUN_DIR}/tasks"
-AGENT_CMD = ["python3", "-u", "/flow/agent/flow_agent.py", "--socket", f"{RUN_DIR}/agent.sock",
-             "--modules", f"{RUN_DIR}/modules"]
+AGENT_CMD = [
+    "python3",
+    "-u",
+    "/flow/agent/flow_agent.py",
+    "--socket",
+    f"{RUN_DIR}/agent.sock",
+    "--modules",
+    f"{RUN_DIR}/modules",
+]
 SLEEPER_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 

@@ -154,8 +154,12 @@ def tail(text: str, limit: int = LOG_TAIL_BYTES) -> str:
 
 
 def _fail(kind: ErrorKind, message: str, raw: RawOutcome) -> Outcome:
-    return Outcome(ok=False, exit_code=raw.exit_code, error=TaskError(kind=kind, message=message),
-                   log_tail=tail(raw.log_tail))
+    return Outcome(
+        ok=False,
+        exit_code=raw.exit_code,
+        error=TaskError(kind=kind, message=message),
+        log_tail=tail(raw.log_tail),
+    )
 
 
 def build_outcome(request: TaskRequest, raw: RawOutcome, timeout_s: float | None) -> Outcome:
@@ -179,8 +183,9 @@ def build_outcome(request: TaskRequest, raw: RawOutcome, timeout_s: float | None
         updates = _state_updates(raw.state_file)
     except ValueError as exc:
         return _fail(ErrorKind.INVALID_OUTPUT, str(exc), raw)
-    return Outcome(ok=True, exit_code=raw.exit_code, output=output, state_updates=updates,
-                   log_tail=tail(raw.log_tail))
+    return Outcome(
+        ok=True, exit_code=raw.exit_code, output=output, state_updates=updates, log_tail=tail(raw.log_tail)
+    )
 
 
 def _output(request: TaskRequest, raw: RawOutcome) -> Any:
@@ -210,4 +215,6 @@ def _state_updates(text: str | None) -> list[StateOp]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ValueError(f"state updates are not a valid list of operations: {where}: {first.get('msg')}") from None
+        raise ValueError(
+            f"state updates are not a valid list of operations: {where}: {first.get('msg')}"
+        ) from None

@@ -141,8 +141,9 @@ class Dispatcher:
         finally:
             pool.release(container)
         exec_ms = (time.perf_counter() - exec_started) * 1000
-        result = self._result(request, raw, mode=mode, pooled=True, container_id=container.container_id,
-                              pool_key=key.hash)
+        result = self._result(
+            request, raw, mode=mode, pooled=True, container_id=container.container_id, pool_key=key.hash
+        )
         result.timings = TaskTimings(acquire_ms=round(lease.acquire_ms, 3), exec_ms=round(exec_ms, 3))
         pool.stats.record_task(exec_ms, result.ok)
         self._record(request, result, started_ms=exec_started, finished_at=finished_at)
@@ -156,12 +157,16 @@ class Dispatcher:
         if mode == DispatchMode.AUTO:
             mode = DispatchMode.AGENT if has_python else DispatchMode.EXEC
         if mode == DispatchMode.AGENT and not has_python:
-            raise FlowError(f"image {request.image} has no python3: the agent cannot run there (use mode exec)")
+            raise FlowError(
+                f"image {request.image} has no python3: the agent cannot run there (use mode exec)"
+            )
         if request.function is not None and mode != DispatchMode.AGENT:
             raise FlowError(f"function steps need python3 in the image; {request.image} has none")
         return mode
 
-    async def _run_agent(self, request: TaskRequest, container: PooledContainer, running: Running) -> contract.RawOutcome:
+    async def _run_agent(
+        self, request: TaskRequest, container: PooledContainer, running: Running
+    ) -> contract.RawOutcome:
         assert container.channel is not None
         task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
         try:
@@ -194,7 +199,9 @@ class Dispatcher:
             except TimeoutError:
                 container.broken = True
                 await self.runtime.kill(container.container_id)
-                return contract.RawOutcome(exit_code=None, timed_out=True, log_tail="(the agent did not answer)")
+                return contract.RawOutcome(
+                    exit_code=None, timed_out=True, log_tail="(the agent did not answer)"
+                )
             except ChannelClosed as exc:
                 container.broken = True
                 return await self._lost(container, running, exc.message)
@@ -231,14 +238,21 @@ class Dispatcher:
                 return contract.RawOutcome(exit_code=137, oom=True)
         return contract.RawOutcome(exit_code=None, lost=container.lost_reason or reason)
 
-    async def _run_exec(self, request: TaskRequest, container: PooledContainer, running: Running) -> contract.RawOutcome:
+    async def _run_exec(
+        self, request: TaskRequest, container: PooledContainer, running: Running
+    ) -> contract.RawOutcome:
         assert request.command is not None
         task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
         try:
             argv = contract.stdin_wrapped(contract.command_argv(request.command))
             try:
-                res = await self.runtime.exec(container.container_id, argv, contract.task_env(request, task_dir),
-                                              request.workdir or task_dir.work_path, request.timeout_s)
+                res = await self.runtime.exec(
+                    container.container_id,
+                    argv,
+                    contract.task_env(request, task_dir),
+                    request.workdir or task_dir.work_path,
+                    request.timeout_s,
+                )
             except FlowError as exc:
                 container.broken = True
                 return await self._lost(container, running, exc.message)
@@ -276,8 +290,14 @@ class Dispatcher:
         """A one-shot container: create, start, wait, remove (the baseline; always works)."""
         started = time.perf_counter()
         if request.function is not None:
-            key = PoolKey(image=request.image, kind="agent", network=request.network, cpu=request.resources.cpu,
-                          memory_mb=request.resources.memory_mb, pids=request.resources.pids)
+            key = PoolKey(
+                image=request.image,
+                kind="agent",
+                network=request.network,
+                cpu=request.resources.cpu,
+                memory_mb=request.resources.memory_mb,
+                pids=request.resources.pids,
+            )
             try:
                 container = await self.manager.factory.create(key, kind="oneshot")
             except FlowError as exc:
@@ -291,14 +311,17 @@ class Dispatcher:
         else:
             raw, container_id = await self._cold_command(request, running)
         exec_ms = (time.perf_counter() - started) * 1000
-        result = self._result(request, raw, mode=DispatchMode.COLD, pooled=False, container_id=container_id,
-                              pool_key=pool_key)
+        result = self._result(
+            request, raw, mode=DispatchMode.COLD, pooled=False, container_id=container_id, pool_key=pool_key
+        )
         result.timings = TaskTimings(acquire_ms=0.0, exec_ms=round(exec_ms, 3))
         self.manager.cold_stats.record_task(exec_ms, result.ok)
         self._record(request, result, started_ms=started, finished_at=_now_iso())
         return result
 
-    async def _cold_command(self, request: TaskRequest, running: Running) -> tuple[contract.RawOutcome, str | None]:
+    async def _cold_command(
+        self, request: TaskRequest, running: Running
+    ) -> tuple[contract.RawOutcome, str | None]:
         assert request.command is not None
         root = self.manager.factory.service_dir / "t"
         root.mkdir(parents=True, exist_ok=True)
@@ -333,7 +356,9 @@ class Dispatcher:
             except ImageNotFound:
                 raise
             except FlowError as exc:
-                return contract.RawOutcome(exit_code=None, lost=exc.message, cancelled=running.is_cancelled()), None
+                return contract.RawOutcome(
+                    exit_code=None, lost=exc.message, cancelled=running.is_cancelled()
+                ), None
             raw = contract.RawOutcome(
                 exit_code=res.exit_code,
                 stdout=res.stdout.decode(errors="replace"),
@@ -349,8 +374,16 @@ class Dispatcher:
             contract.remove_task_dir(task_dir)
 
     # ------------------------------------------------------------------ results
-    def _result(self, request: TaskRequest, raw: contract.RawOutcome, *, mode: DispatchMode, pooled: bool,
-                container_id: str | None, pool_key: str | None) -> TaskResult:
+    def _result(
+        self,
+        request: TaskRequest,
+        raw: contract.RawOutcome,
+        *,
+        mode: DispatchMode,
+        pooled: bool,
+        container_id: str | None,
+        pool_key: str | None,
+    ) -> TaskResult:
         outcome = contract.build_outcome(request, raw, request.timeout_s)
         if outcome.error is not None and outcome.error.kind == ErrorKind.CONTAINER_LOST and not raw.lost:
             outcome.error = TaskError(kind=ErrorKind.CONTAINER_LOST, message="container lost")
@@ -368,16 +401,32 @@ class Dispatcher:
             pool_key=pool_key,
         )
 
-    def _failed(self, request: TaskRequest, kind: ErrorKind, message: str, *, pool_key: str | None = None,
-                mode: DispatchMode = DispatchMode.COLD) -> TaskResult:
-        return TaskResult(task_id=request.task_id, ok=False, error=TaskError(kind=kind, message=message),
-                          mode=mode, pool_key=pool_key)
+    def _failed(
+        self,
+        request: TaskRequest,
+        kind: ErrorKind,
+        message: str,
+        *,
+        pool_key: str | None = None,
+        mode: DispatchMode = DispatchMode.COLD,
+    ) -> TaskResult:
+        return TaskResult(
+            task_id=request.task_id,
+            ok=False,
+            error=TaskError(kind=kind, message=message),
+            mode=mode,
+            pool_key=pool_key,
+        )
 
-    def _record(self, request: TaskRequest, result: TaskResult, *, started_ms: float, finished_at: str) -> None:
+    def _record(
+        self, request: TaskRequest, result: TaskResult, *, started_ms: float, finished_at: str
+    ) -> None:
         if self.recorder is None or result.container_id is None:
             return
         elapsed_s = time.perf_counter() - started_ms
-        self.recorder.record(request, result, started_at=_now_iso(-elapsed_s), finished_at=finished_at or _now_iso())
+        self.recorder.record(
+            request, result, started_at=_now_iso(-elapsed_s), finished_at=finished_at or _now_iso()
+        )
 
 
 def _now_iso(offset_s: float = 0.0) -> str:

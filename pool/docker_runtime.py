@@ -112,7 +112,9 @@ def _tail(data: bytes) -> bytes:
 class DockerRuntime:
     """:class:`pool.runtime.ContainerRuntime` on a Docker engine."""
 
-    def __init__(self, url: str | None = None, *, pull_missing: bool = False, pull_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str | None = None, *, pull_missing: bool = False, pull_timeout_s: float = 10.0
+    ) -> None:
         self._url = url
         self._docker: Any = None
         self._pull_missing = pull_missing
@@ -229,7 +231,7 @@ class DockerRuntime:
                     (out if message.stream == 1 else err).extend(message.data)
                     combined.extend(message.data)
                     if len(combined) > 4 * TAIL_BYTES:
-                        del combined[: -TAIL_BYTES]
+                        del combined[:-TAIL_BYTES]
 
         timed_out = False
         try:

@@ -31,7 +31,9 @@ HEALTH_PING_TIMEOUT_S = 5.0
 
 
 class PoolManager:
-    def __init__(self, runtime: ContainerRuntime, settings: PoolSettings, state_handler: StateHandler | None) -> None:
+    def __init__(
+        self, runtime: ContainerRuntime, settings: PoolSettings, state_handler: StateHandler | None
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.work_dir = Path(settings.work_dir).resolve()

@@ -55,9 +55,15 @@ class ContainerRecorder:
 
     async def _write(self, workflow_id: str, record: dict[str, Any]) -> None:
         try:
-            await _aw(self._redis.hset(self._keys.containers(workflow_id), str(record["container_id"]), json.dumps(record)))
+            await _aw(
+                self._redis.hset(
+                    self._keys.containers(workflow_id), str(record["container_id"]), json.dumps(record)
+                )
+            )
         except RedisError as exc:
-            log.warning("cannot record container %s of workflow %s: %s", record["container_id"], workflow_id, exc)
+            log.warning(
+                "cannot record container %s of workflow %s: %s", record["container_id"], workflow_id, exc
+            )
 
     async def flush(self) -> None:
         """Wait for the writes in flight (tests, shutdown)."""

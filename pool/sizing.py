@@ -53,7 +53,9 @@ def containers_to_reap(
     idle: Sequence[IdleInfo], *, total: int, min_size: int, idle_timeout_s: float, now_s: float
 ) -> list[str]:
     """Idle containers past ``idle_timeout_s``, longest idle first, keeping ``min_size`` in all."""
-    expired = sorted((i for i in idle if now_s - i.idle_since_s >= idle_timeout_s), key=lambda i: i.idle_since_s)
+    expired = sorted(
+        (i for i in idle if now_s - i.idle_since_s >= idle_timeout_s), key=lambda i: i.idle_since_s
+    )
     room = max(0, total - min_size)
     return [i.container_id for i in expired[:room]]
 

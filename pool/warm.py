@@ -77,7 +77,8 @@ class WarmPool:
             "size": len(self.containers),
             "last_error": self.last_error,
             "containers": [
-                {"container_id": c.container_id, "busy": c.busy, "uses": c.uses} for c in self.containers.values()
+                {"container_id": c.container_id, "busy": c.busy, "uses": c.uses}
+                for c in self.containers.values()
             ],
             **self.stats.report(
                 busy=self.busy_count, idle=self.idle_count, starting=self.starting, waiting=self.waiting
@@ -258,7 +259,9 @@ class WarmPool:
 
     async def health_check(self, ping_timeout_s: float) -> None:
         checks = [self._check(c, ping_timeout_s) for c in list(self.containers.values())]
-        for container, reason in zip(list(self.containers.values()), await asyncio.gather(*checks), strict=False):
+        for container, reason in zip(
+            list(self.containers.values()), await asyncio.gather(*checks), strict=False
+        ):
             if reason is not None and container.container_id in self.containers:
                 await self.lose(container, reason)
 

@@ -30,8 +30,13 @@ _ids = itertools.count()
 
 def docker_cli(docker_host: str, *args: str, input_text: str | None = None, check: bool = True) -> str:
     result = subprocess.run(
-        ["docker", *args], env={**os.environ, "DOCKER_HOST": docker_host}, capture_output=True, text=True,
-        input=input_text, timeout=300, check=False,
+        ["docker", *args],
+        env={**os.environ, "DOCKER_HOST": docker_host},
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=300,
+        check=False,
     )
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr}")
@@ -47,8 +52,17 @@ def nopython_image(base_image: str, docker_host: str) -> str:
     """The base image without python3: only ``docker exec`` can drive it."""
     if not docker_cli(docker_host, "images", "-q", NOPYTHON_IMAGE).strip():
         dockerfile = f"FROM {base_image}\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n"
-        docker_cli(docker_host, "build", "--network", "none", "--force-rm", "-t", NOPYTHON_IMAGE, "-",
-                   input_text=dockerfile)
+        docker_cli(
+            docker_host,
+            "build",
+            "--network",
+            "none",
+            "--force-rm",
+            "-t",
+            NOPYTHON_IMAGE,
+            "-",
+            input_text=dockerfile,
+        )
     return NOPYTHON_IMAGE
 
 
@@ -93,8 +107,12 @@ async def pool(pool_settings: PoolSettings) -> AsyncIterator[PoolServices]:
 
 def make_task(image: str, **fields: Any) -> TaskRequest:
     n = next(_ids)
-    data: dict[str, Any] = {"task_id": f"task-{uuid.uuid4().hex[:8]}-{n}", "workflow_id": "wf-test",
-                            "step_id": "step", "image": image}
+    data: dict[str, Any] = {
+        "task_id": f"task-{uuid.uuid4().hex[:8]}-{n}",
+        "workflow_id": "wf-test",
+        "step_id": "step",
+        "image": image,
+    }
     data.update(fields)
     return TaskRequest.model_validate(data)
 

@@ -68,9 +68,15 @@ class TaskRunner:
         member = lease_member(wf_id, step_id, index, token)
         lease_lost = asyncio.Event()
         renewer = asyncio.create_task(self._renew(member, lease_lost))
+        base_url = self.router.fallback_url
         try:
             base_url = await self.router.choose(request)
             result = await self._execute(base_url, request, lease_lost)
+        except asyncio.CancelledError:
+            # The worker is shutting down (SIGTERM): hand the task over now instead of letting
+            # its lease lapse, and stop its container task.
+            await asyncio.shield(self._hand_over(base_url, request.task_id, wf_id, step_id, index, token))
+            raise
         except Exception as exc:  # a bug or outage here fails the attempt; it must not loop on takeovers
             log.exception("task %s failed in the worker", request.task_id)
             error = TaskError(kind=ErrorKind.RUNTIME, message=f"worker error: {type(exc).__name__}: {exc}")
@@ -117,6 +123,15 @@ class TaskRunner:
             if not changed:
                 lease_lost.set()
                 return
+
+    async def _hand_over(self, base_url: str, task_id: str, wf_id: str, step_id: str, index: int, token: str) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                await self.pool.cancel(base_url, task_id)
+                await self.transact(wf_id, lambda s, e: engine.lost(s, e, step_id, index, token))
+            log.info("handed %s over on shutdown", task_id)
+        except Exception:  # the lease lapses on its own; a reaper takes over then
+            log.exception("hand-over of %s failed", task_id)
 
     async def deadline(self, wf_id: str) -> None:
         await self.transact(wf_id, engine.deadline)

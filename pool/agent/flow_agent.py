@@ -149,7 +149,9 @@ class StepState:
 class StepContext:
     """The minimal ``ctx`` a Python-function step receives (the SDK may wrap it)."""
 
-    def __init__(self, data: dict[str, Any], env: dict[str, str], state: StepState, log: logging.Logger) -> None:
+    def __init__(
+        self, data: dict[str, Any], env: dict[str, str], state: StepState, log: logging.Logger
+    ) -> None:
         self.workflow_id: str = data.get("workflow_id", "")
         self.step_id: str = data.get("step_id", "")
         self.task_id: str = data.get("task_id", "")
@@ -193,8 +195,13 @@ class Session:
 
     async def serve(self) -> None:
         self.send(
-            {"t": "hello", "v": PROTOCOL_VERSION, "pid": os.getpid(), "python": sys.version.split()[0],
-             "busy": self.agent.busy}
+            {
+                "t": "hello",
+                "v": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "busy": self.agent.busy,
+            }
         )
         try:
             while True:
@@ -276,11 +283,17 @@ class Runner:
             else:
                 result = await self.run_command()
         except Exception as exc:  # the agent must always answer
-            result = {"exit_code": None, "error": f"agent failure: {exc!r}", "log_tail": traceback.format_exc()}
+            result = {
+                "exit_code": None,
+                "error": f"agent failure: {exc!r}",
+                "log_tail": traceback.format_exc(),
+            }
         finally:
             self.agent.busy -= 1
             self.agent.runners.pop(self.task_id, None)
-        result.update({"t": "result", "id": self.task_id, "timed_out": self.timed_out, "cancelled": self.cancelled})
+        result.update(
+            {"t": "result", "id": self.task_id, "timed_out": self.timed_out, "cancelled": self.cancelled}
+        )
         result["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.session.send(result)
         if result.get("fatal"):
@@ -352,7 +365,12 @@ class Runner:
             pumps.cancel()
         code = proc.returncode if proc.returncode is not None else -1
         sig = -code if code < 0 else None
-        oom = sig == signal.SIGKILL and not self.timed_out and not self.cancelled and oom_kill_count() > oom_before
+        oom = (
+            sig == signal.SIGKILL
+            and not self.timed_out
+            and not self.cancelled
+            and oom_kill_count() > oom_before
+        )
         return {
             "exit_code": 128 + sig if sig is not None else code,
             "signal": sig,
@@ -389,7 +407,10 @@ class Runner:
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
         ctx = StepContext(
-            self.message.get("ctx") or {}, self.env(), StepState(self.agent, self.session, self.task_id), logger
+            self.message.get("ctx") or {},
+            self.env(),
+            StepState(self.agent, self.session, self.task_id),
+            logger,
         )
         cwd = self.message.get("cwd")
         try:

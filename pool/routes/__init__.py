@@ -24,7 +24,13 @@ async def parse_body(request: Request, model: type[M]) -> M:
         first: dict[str, Any] = dict(errors[0]) if errors else {}
         field = ".".join(str(p) for p in first.get("loc", ())) or None
         details: list[dict[str, Any]] = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg"), "type": e.get("type")}
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ())),
+                "message": e.get("msg"),
+                "type": e.get("type"),
+            }
             for e in errors
         ]
-        raise InvalidInput(f"{field or 'body'}: {first.get('msg', 'invalid')}", field=field, details=details) from None
+        raise InvalidInput(
+            f"{field or 'body'}: {first.get('msg', 'invalid')}", field=field, details=details
+        ) from None

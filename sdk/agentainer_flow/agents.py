@@ -26,10 +26,14 @@ class AgentsAPI(BaseClient):
         for value, label in ((cpu_limit, "cpu_limit"), (memory_limit, "memory_limit")):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValidationError(f"{label} must be a positive integer, got {value!r}", field=label)
-        body: dict[str, Any] = {"name": name, "image": image, "env_vars": dict(env_vars or {})}
+        # The service speaks cores and MiB; the SDK keeps Docker's units (nano-CPUs, bytes) for callers.
+        body: dict[str, Any] = {"name": name, "image": image, "env": dict(env_vars or {})}
         optional = {
-            "cpu_limit": cpu_limit, "memory_limit": memory_limit, "workflow_id": workflow_id,
-            "step_id": step_id, "command": command,
+            "cpu": cpu_limit / 1e9 if cpu_limit else None,
+            "memory_mb": max(memory_limit // 1_048_576, 6) if memory_limit else None,
+            "workflow_id": workflow_id,
+            "step_id": step_id,
+            "command": command,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return Agent.read(await self._request("POST", "/v1/agents", json=body))
@@ -37,7 +41,7 @@ class AgentsAPI(BaseClient):
     async def list_agents(self, workflow_id: str | None = None) -> list[Agent]:
         params = {"workflow_id": workflow_id} if workflow_id else None
         data = await self._request("GET", "/v1/agents", params=params)
-        items = data.get("items", []) if isinstance(data, dict) else data or []
+        items = (data.get("items") or data.get("agents") or []) if isinstance(data, dict) else data or []
         return [Agent.read(a) for a in items]
 
     async def get_agent(self, agent_id: str) -> Agent:

@@ -45,14 +45,17 @@ def when(field: str, op: str = "==", value: Any = None) -> dict[str, Any]:
 
 
 def all_of(*conditions: dict[str, Any]) -> dict[str, Any]:
+    """All conditions hold (``and``)."""
     return {"and": list(conditions)}
 
 
 def any_of(*conditions: dict[str, Any]) -> dict[str, Any]:
+    """At least one condition holds (``or``)."""
     return {"or": list(conditions)}
 
 
 def not_(condition: dict[str, Any]) -> dict[str, Any]:
+    """The condition does not hold."""
     return {"not": condition}
 
 

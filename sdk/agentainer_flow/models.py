@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Self
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentainer_flow.errors import ClientError
 
@@ -200,6 +200,21 @@ class Agent(_Reader):
     cpu_limit: int | None = None
     memory_limit: int | None = None
     created_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_service(cls, data: Any) -> Any:
+        """The service's record names (env, cpu cores, memory_mb) in the SDK's units."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "env" in data and "env_vars" not in data:
+            data["env_vars"] = data.pop("env") or {}
+        if data.get("cpu") is not None and data.get("cpu_limit") is None:
+            data["cpu_limit"] = int(float(data["cpu"]) * 1e9)
+        if data.get("memory_mb") is not None and data.get("memory_limit") is None:
+            data["memory_limit"] = int(data["memory_mb"]) * 1_048_576
+        return data
 
 
 class TriggerConfig(BaseModel):

@@ -76,6 +76,9 @@ class _FlowPlaceholder(object):
         self._flow_check()
         return iter(())
 
+    def __mro_entries__(self, bases):
+        return ()  # `class Settings(BaseModel)` with BaseModel missing: a plain class
+
     def __repr__(self):
         return "<unavailable %s>" % self._flow_name
 

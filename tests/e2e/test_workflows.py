@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Proc, Stack
 from tests.e2e.flowhttp import brief, step, steps_by_id, submit, wait
 
 
@@ -218,11 +219,12 @@ def test_bad_requests_leave_running_workflows_alone(client: httpx.Client) -> Non
     assert body["status"] == "completed" and body["steps"][0]["output"] == "alive"
 
 
-def test_a_killed_worker_is_taken_over(client: httpx.Client, stack: Stack) -> None:
+def _run_on_victim(client: httpx.Client, stack: Stack, stop_victim: Callable[[Proc], None]) -> tuple[dict, float]:
+    """Run a 3 s step on a fresh worker alone, stop that worker mid-step, return the outcome."""
     main_worker = next(p for p in stack.procs if p.name == "worker")
-    victim = stack.start_worker("victim")
+    victim = stack.start_worker(f"victim-{len(stack.procs)}")
     time.sleep(1.0)  # let the victim start polling
-    main_worker.popen.send_signal(19)  # SIGSTOP: only the victim takes the job
+    main_worker.popen.send_signal(signal.SIGSTOP)  # only the victim takes the job
     try:
         wf_id = submit(client, {"name": "takeover", "steps": [step("s", "time.sleep(3); print(json.dumps(doc['attempt']))")]})
         deadline = time.monotonic() + 30
@@ -231,16 +233,28 @@ def test_a_killed_worker_is_taken_over(client: httpx.Client, stack: Stack) -> No
             if task and task[0]["status"] == "running":
                 break
             time.sleep(0.05)
-        victim.popen.kill()  # SIGKILL mid-step
-        killed_at = time.monotonic()
+        stop_victim(victim)
+        stopped_at = time.monotonic()
     finally:
-        main_worker.popen.send_signal(18)  # SIGCONT
+        main_worker.popen.send_signal(signal.SIGCONT)
     body = wait(client, wf_id, timeout_s=60)
-    took_s = time.monotonic() - killed_at
+    return body, time.monotonic() - stopped_at
+
+
+def test_a_killed_worker_is_taken_over(client: httpx.Client, stack: Stack) -> None:
+    body, took_s = _run_on_victim(client, stack, lambda p: p.popen.kill())  # SIGKILL mid-step
     task = steps_by_id(body)["s"]["tasks"][0]
     assert body["status"] == "completed", stack.logs()
     assert task["takeovers"] == 1 and task["attempt"] == 1
-    print(f"takeover: workflow completed {took_s:.1f}s after the worker was killed")
+    print(f"takeover after SIGKILL: workflow completed {took_s:.1f}s after the kill")
+
+
+def test_a_stopping_worker_hands_its_task_over(client: httpx.Client, stack: Stack) -> None:
+    body, took_s = _run_on_victim(client, stack, lambda p: p.stop(signal.SIGTERM))
+    task = steps_by_id(body)["s"]["tasks"][0]
+    assert body["status"] == "completed", stack.logs()
+    assert task["takeovers"] == 1 and task["attempt"] == 1
+    print(f"hand-over after SIGTERM: workflow completed {took_s:.1f}s after the signal")
 
 
 def test_no_task_container_outlives_its_workflow(stack: Stack, client: httpx.Client) -> None:

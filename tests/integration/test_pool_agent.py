@@ -1,5 +1,7 @@
 """Agent mode against the real engine: warm hits, commands and functions, isolation, latency."""
 
+# ruff: noqa: F811  (pytest fixtures imported from tests.pool_fixtures are parameters here)
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +17,7 @@ from tests.pool_fixtures import make_task, pool, pool_settings, work_dir  # noqa
 
 AGENT = DispatchMode.AGENT
 
-STEPS = '''
+STEPS = """
 def count(ctx):
     n = ctx.state.increment("visits")
     ctx.state.append("items", ctx.item)
@@ -31,14 +33,14 @@ def fail(ctx):
 def forever(ctx):
     import time
     time.sleep(60)
-'''
+"""
 
 
 def fn(qualname: str) -> dict[str, str]:
     return {"module": "my_steps", "qualname": qualname, "source": STEPS}
 
 
-async def test_warm_hit_after_first_use_and_latency(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_warm_hit_after_first_use_and_latency(pool: PoolServices, base_image: str) -> None:
     first = await pool.dispatcher.execute(make_task(base_image, command=["echo", "1"], mode=AGENT))
     assert first.ok and first.output == 1 and first.pooled and first.mode == AGENT
     assert first.pool_key is not None
@@ -51,29 +53,40 @@ async def test_warm_hit_after_first_use_and_latency(pool: PoolServices, base_ima
     stats = pool.manager.get(first.pool_key).report()
     assert stats["warm_hits"] == 30 and stats["cold_starts"] == 1
     totals.sort()
-    print(f"\nagent dispatch total_ms p50={statistics.median(totals):.2f} p95={totals[int(len(totals) * 0.95) - 1]:.2f}")
+    print(
+        f"\nagent dispatch total_ms p50={statistics.median(totals):.2f} p95={totals[int(len(totals) * 0.95) - 1]:.2f}"
+    )
 
 
-async def test_auto_uses_the_agent_for_python_images(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_auto_uses_the_agent_for_python_images(pool: PoolServices, base_image: str) -> None:
     result = await pool.dispatcher.execute(make_task(base_image, command="echo '\"hi\"'"))
     assert result.ok and result.output == "hi" and result.mode == AGENT
 
 
-async def test_isolation_between_tasks(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_isolation_between_tasks(pool: PoolServices, base_image: str) -> None:
     one = await pool.dispatcher.execute(
-        make_task(base_image, command="echo data > mine.txt; echo tmp > $TMPDIR/t; export X=1; echo $SECRET",
-                  env={"SECRET": "s3cr3t"}, mode=AGENT, output="text")
+        make_task(
+            base_image,
+            command="echo data > mine.txt; echo tmp > $TMPDIR/t; export X=1; echo $SECRET",
+            env={"SECRET": "s3cr3t"},
+            mode=AGENT,
+            output="text",
+        )
     )
     assert one.ok and one.output.strip() == "s3cr3t"
     two = await pool.dispatcher.execute(
-        make_task(base_image, command='echo "[$SECRET][$X]"; ls mine.txt $TMPDIR/t 2>/dev/null | wc -l',
-                  mode=AGENT, output="text")
+        make_task(
+            base_image,
+            command='echo "[$SECRET][$X]"; ls mine.txt $TMPDIR/t 2>/dev/null | wc -l',
+            mode=AGENT,
+            output="text",
+        )
     )
     assert two.ok and two.container_id == one.container_id
     assert two.output.splitlines() == ["[][]", "0"]
 
 
-async def test_failures_in_agent_mode(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_failures_in_agent_mode(pool: PoolServices, base_image: str) -> None:
     code = await pool.dispatcher.execute(make_task(base_image, command="echo oops >&2; exit 4", mode=AGENT))
     assert code.error is not None and code.error.kind == ErrorKind.EXIT_CODE and "oops" in code.log_tail
     slow = await pool.dispatcher.execute(make_task(base_image, command="sleep 30", timeout_s=0.5, mode=AGENT))
@@ -85,17 +98,23 @@ async def test_failures_in_agent_mode(pool: PoolServices, base_image: str) -> No
     assert ok.ok and ok.output == 7 and ok.container_id == code.container_id
 
 
-async def test_oom_in_agent_mode(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_oom_in_agent_mode(pool: PoolServices, base_image: str) -> None:
     result = await pool.dispatcher.execute(
-        make_task(base_image, command=["python3", "-c", "x = bytearray(200 * 1024 * 1024)"],
-                  resources={"memory_mb": 48}, mode=AGENT)
+        make_task(
+            base_image,
+            command=["python3", "-c", "x = bytearray(200 * 1024 * 1024)"],
+            resources={"memory_mb": 48},
+            mode=AGENT,
+        )
     )
     assert result.error is not None and result.error.kind == ErrorKind.OOM, result
     assert "out of memory" in result.error.message
 
 
 async def test_function_steps_with_state_from_a_network_none_container(
-    pool: PoolServices, base_image: str, redis_url: str  # noqa: F811
+    pool: PoolServices,
+    base_image: str,
+    redis_url: str,
 ) -> None:
     keys = Keyspace("flow")
     client = aioredis.from_url(redis_url)
@@ -104,14 +123,22 @@ async def test_function_steps_with_state_from_a_network_none_container(
         outputs = []
         for item in ("a", "b"):
             result = await pool.dispatcher.execute(
-                make_task(base_image, function=fn("count"), input={"item": item}, workflow_id="wf-state",
-                          network="none", mode=AGENT)
+                make_task(
+                    base_image,
+                    function=fn("count"),
+                    input={"item": item},
+                    workflow_id="wf-state",
+                    network="none",
+                    mode=AGENT,
+                )
             )
             assert result.ok, result
             outputs.append(result.output)
             assert "visit" in result.log_tail
-        assert outputs == [{"n": 1, "item": "a", "seen": ["a"], "none": None},
-                           {"n": 2, "item": "b", "seen": ["a", "b"], "none": None}]
+        assert outputs == [
+            {"n": 1, "item": "a", "seen": ["a"], "none": None},
+            {"n": 2, "item": "b", "seen": ["a", "b"], "none": None},
+        ]
         assert json.loads(await client.hget(keys.state("wf-state"), "visits")) == 2
         await pool.recorder.flush()
         record = json.loads((await client.hgetall(keys.containers("wf-state")))[result.container_id.encode()])
@@ -120,7 +147,7 @@ async def test_function_steps_with_state_from_a_network_none_container(
         await client.aclose()
 
 
-async def test_function_kinds(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_function_kinds(pool: PoolServices, base_image: str) -> None:
     doubled = await pool.dispatcher.execute(make_task(base_image, function=fn("double"), input={"x": 21}))
     assert doubled.ok and doubled.output == 42
     failed = await pool.dispatcher.execute(make_task(base_image, function=fn("fail")))
@@ -133,7 +160,7 @@ async def test_function_kinds(pool: PoolServices, base_image: str) -> None:  # n
     assert after.ok and after.output == 2 and after.container_id != slow.container_id
 
 
-async def test_cancel_a_running_task(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_cancel_a_running_task(pool: PoolServices, base_image: str) -> None:
     request = make_task(base_image, command="sleep 30", mode=AGENT)
     running = asyncio.create_task(pool.dispatcher.execute(request))
     for _ in range(200):

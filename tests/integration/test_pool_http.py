@@ -1,5 +1,7 @@
 """The pool service's HTTP API through its real lifespan (httpx.ASGITransport)."""
 
+# ruff: noqa: F811  (pytest fixtures imported from tests.pool_fixtures are parameters here)
+
 from __future__ import annotations
 
 import asyncio
@@ -17,25 +19,38 @@ from tests.pool_fixtures import pool_settings, service_containers, work_dir  # n
 
 
 @pytest.fixture
-async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(pool_settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pool") as c:
-            yield c
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://pool") as c,
+    ):
+        yield c
 
 
 def body(image: str, **fields: object) -> dict[str, object]:
-    return {"task_id": f"t-{id(fields)}-{len(fields)}", "workflow_id": "wf-http", "step_id": "s", "image": image,
-            **fields}
+    return {
+        "task_id": f"t-{id(fields)}-{len(fields)}",
+        "workflow_id": "wf-http",
+        "step_id": "s",
+        "image": image,
+        **fields,
+    }
 
 
-async def test_health_tasks_and_pools(client: httpx.AsyncClient, base_image: str, redis_url: str,
-                                      pool_settings: PoolSettings) -> None:  # noqa: F811
+async def test_health_tasks_and_pools(
+    client: httpx.AsyncClient, base_image: str, redis_url: str, pool_settings: PoolSettings
+) -> None:
     assert (await client.get("/healthz")).json()["ok"] is True
     ok = await client.post("/v1/tasks", json=body(base_image, command="echo 5", task_id="a1"))
     assert ok.status_code == 200 and ok.json()["ok"] is True and ok.json()["output"] == 5
     result = ok.json()
-    assert result["pooled"] is True and result["mode"] == "agent" and result["pool_service"] == pool_settings.service_id
+    assert (
+        result["pooled"] is True
+        and result["mode"] == "agent"
+        and result["pool_service"] == pool_settings.service_id
+    )
     assert set(result["timings"]) == {"acquire_ms", "exec_ms", "total_ms"}
     failed = await client.post("/v1/tasks", json=body(base_image, command="exit 2", task_id="a2"))
     assert failed.status_code == 200 and failed.json()["ok"] is False
@@ -65,7 +80,9 @@ async def test_health_tasks_and_pools(client: httpx.AsyncClient, base_image: str
     try:
         await asyncio.sleep(pool_settings.heartbeat_s * 2)
         registration = json.loads(await r.hget(keys.pool_services, pool_settings.service_id))
-        assert registration["id"] == pool_settings.service_id and registration["url"].startswith("http://127.0.0.1:")
+        assert registration["id"] == pool_settings.service_id and registration["url"].startswith(
+            "http://127.0.0.1:"
+        )
         assert await r.zscore(keys.pool_heartbeats, pool_settings.service_id) is not None
     finally:
         await r.aclose()
@@ -78,13 +95,17 @@ async def test_invalid_requests_name_the_field(client: httpx.AsyncClient, base_i
     assert bad_timeout.status_code == 422 and bad_timeout.json()["field"] == "timeout_s"
     neither = await client.post("/v1/tasks", json=body(base_image))
     assert neither.status_code == 422 and neither.json()["field"] == "command"
-    garbage = await client.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"})
+    garbage = await client.post(
+        "/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert garbage.status_code == 400
     assert (await client.delete("/v1/tasks/unknown")).status_code == 404
 
 
 async def test_cancel_over_http(client: httpx.AsyncClient, base_image: str) -> None:
-    post = asyncio.create_task(client.post("/v1/tasks", json=body(base_image, command="sleep 30", task_id="c1")))
+    post = asyncio.create_task(
+        client.post("/v1/tasks", json=body(base_image, command="sleep 30", task_id="c1"))
+    )
     for _ in range(200):
         await asyncio.sleep(0.1)
         if (await client.delete("/v1/tasks/c1")).status_code == 202:
@@ -93,10 +114,14 @@ async def test_cancel_over_http(client: httpx.AsyncClient, base_image: str) -> N
     assert answer.json()["error"]["kind"] == "cancelled"
 
 
-async def test_lifespan_exit_removes_containers(pool_settings: PoolSettings, base_image: str, docker_host: str) -> None:  # noqa: F811
+async def test_lifespan_exit_removes_containers(
+    pool_settings: PoolSettings, base_image: str, docker_host: str
+) -> None:
     app = create_app(pool_settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pool") as c:
-            assert (await c.post("/v1/tasks", json=body(base_image, command="echo 1", task_id="x"))).json()["ok"]
+            assert (await c.post("/v1/tasks", json=body(base_image, command="echo 1", task_id="x"))).json()[
+                "ok"
+            ]
         assert service_containers(docker_host, pool_settings.service_id)
     assert service_containers(docker_host, pool_settings.service_id) == []

@@ -1,6 +1,8 @@
 """Warm pool lifecycle against the real engine: exec fallback, health, retirement, reaping,
 adoption after a restart, and no leaked containers."""
 
+# ruff: noqa: F811  (pytest fixtures imported from tests.pool_fixtures are parameters here)
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +34,7 @@ async def eventually(predicate, timeout_s: float = 15.0, what: str = "condition"
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_exec_fallback_on_an_image_without_python(pool: PoolServices, nopython_image: str) -> None:  # noqa: F811
+async def test_exec_fallback_on_an_image_without_python(pool: PoolServices, nopython_image: str) -> None:
     first = await pool.dispatcher.execute(
         make_task(nopython_image, command='read line; echo "{\\"got\\": $line}"', input=5, env={"A": "b"})
     )
@@ -50,28 +52,38 @@ async def test_exec_fallback_on_an_image_without_python(pool: PoolServices, nopy
     assert fn.error is not None and fn.error.kind == ErrorKind.RUNTIME and "python3" in fn.error.message
 
 
-async def test_dead_idle_container_is_replaced(pool: PoolServices, base_image: str, docker_host: str) -> None:  # noqa: F811
+async def test_dead_idle_container_is_replaced(pool: PoolServices, base_image: str, docker_host: str) -> None:
     first = await pool.dispatcher.execute(
         make_task(base_image, command="echo 1", pool={"min_size": 1, "max_size": 2})
     )
     assert first.ok and first.container_id and first.pool_key
     warm = pool.manager.get(first.pool_key)
     docker_cli(docker_host, "kill", first.container_id)
-    await eventually(lambda: first.container_id not in warm.containers and warm.idle_count == 1,
-                     what="a replacement container")
+    await eventually(
+        lambda: first.container_id not in warm.containers and warm.idle_count == 1,
+        what="a replacement container",
+    )
     assert warm.stats.replaced >= 1
     again = await pool.dispatcher.execute(make_task(base_image, command="echo 2", pool={"min_size": 1}))
     assert again.ok and again.container_id != first.container_id
 
 
 async def test_busy_container_killed_fails_the_task_as_lost(
-    pool: PoolServices, base_image: str, nopython_image: str, docker_host: str  # noqa: F811
+    pool: PoolServices,
+    base_image: str,
+    nopython_image: str,
+    docker_host: str,
 ) -> None:
     for image in (base_image, nopython_image):
         request = make_task(image, command="sleep 60")
         running = asyncio.create_task(pool.dispatcher.execute(request))
-        entry = await eventually(lambda r=request: (pool.dispatcher.running.get(r.task_id) or None)
-                                 and pool.dispatcher.running[r.task_id].container, what="the task to start")
+        entry = await eventually(
+            lambda r=request: (
+                (pool.dispatcher.running.get(r.task_id) or None)
+                and pool.dispatcher.running[r.task_id].container
+            ),
+            what="the task to start",
+        )
         await asyncio.sleep(0.3)
         docker_cli(docker_host, "kill", entry.container_id)
         result = await asyncio.wait_for(running, 15)
@@ -79,16 +91,18 @@ async def test_busy_container_killed_fails_the_task_as_lost(
         assert result.error.retriable
 
 
-async def test_max_uses_retires_a_container(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_max_uses_retires_a_container(pool: PoolServices, base_image: str) -> None:
     options = {"max_uses": 2}
-    results = [await pool.dispatcher.execute(make_task(base_image, command="echo 1", pool=options)) for _ in range(3)]
+    results = [
+        await pool.dispatcher.execute(make_task(base_image, command="echo 1", pool=options)) for _ in range(3)
+    ]
     ids = [r.container_id for r in results]
     assert ids[0] == ids[1] != ids[2]
     key = results[2].pool_key
     assert key is not None and pool.manager.get(key).stats.retired == 1
 
 
-async def test_idle_containers_are_reaped(pool: PoolServices, base_image: str, docker_host: str) -> None:  # noqa: F811
+async def test_idle_containers_are_reaped(pool: PoolServices, base_image: str, docker_host: str) -> None:
     result = await pool.dispatcher.execute(
         make_task(base_image, command="echo 1", pool={"min_size": 0, "idle_timeout": "500ms"})
     )
@@ -96,14 +110,21 @@ async def test_idle_containers_are_reaped(pool: PoolServices, base_image: str, d
     warm = pool.manager.get(result.pool_key)
     await eventually(lambda: not warm.containers, what="the idle container to be reaped")
     assert warm.stats.reaped == 1
-    await eventually(lambda: result.container_id not in " ".join(service_containers(docker_host, pool.settings.service_id)) or None,
-                     what="the container to be removed")
+    await eventually(
+        lambda: (
+            result.container_id not in " ".join(service_containers(docker_host, pool.settings.service_id))
+            or None
+        ),
+        what="the container to be removed",
+    )
 
 
-async def test_queue_then_cold_fallback(pool: PoolServices, base_image: str) -> None:  # noqa: F811
+async def test_queue_then_cold_fallback(pool: PoolServices, base_image: str) -> None:
     pool.settings.acquire_timeout_s = 0.5
     options = {"max_size": 1}
-    blocker = asyncio.create_task(pool.dispatcher.execute(make_task(base_image, command="sleep 3", pool=options)))
+    blocker = asyncio.create_task(
+        pool.dispatcher.execute(make_task(base_image, command="sleep 3", pool=options))
+    )
     await asyncio.sleep(1.0)
     fallback = await pool.dispatcher.execute(make_task(base_image, command="echo 9", pool=options))
     assert fallback.ok and fallback.output == 9 and fallback.mode == DispatchMode.COLD and not fallback.pooled
@@ -113,7 +134,9 @@ async def test_queue_then_cold_fallback(pool: PoolServices, base_image: str) -> 
     assert stats.exhausted == 1 and stats.queue_waits == 0
 
 
-async def test_restart_adopts_idle_containers(pool_settings: PoolSettings, base_image: str, docker_host: str) -> None:  # noqa: F811
+async def test_restart_adopts_idle_containers(
+    pool_settings: PoolSettings, base_image: str, docker_host: str
+) -> None:
     keep = pool_settings.model_copy(update={"keep_containers_on_shutdown": True})
     first = await PoolServices.open(keep)
     try:
@@ -134,7 +157,10 @@ async def test_restart_adopts_idle_containers(pool_settings: PoolSettings, base_
 
 
 async def test_no_container_leaks_after_shutdown(
-    pool_settings: PoolSettings, base_image: str, nopython_image: str, docker_host: str  # noqa: F811
+    pool_settings: PoolSettings,
+    base_image: str,
+    nopython_image: str,
+    docker_host: str,
 ) -> None:
     services = await PoolServices.open(pool_settings)
     try:

@@ -55,7 +55,14 @@ def agent_dir() -> Iterator[Path]:
 async def agent(agent_dir: Path) -> AsyncIterator[tuple[AgentChannel, subprocess.Popen[bytes], Path]]:
     sock = agent_dir / "agent.sock"
     proc = subprocess.Popen(
-        [sys.executable, str(AGENT_DIR / "flow_agent.py"), "--socket", str(sock), "--modules", str(agent_dir / "m")],
+        [
+            sys.executable,
+            str(AGENT_DIR / "flow_agent.py"),
+            "--socket",
+            str(sock),
+            "--modules",
+            str(agent_dir / "m"),
+        ],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "IMAGE_VAR": "from-image"},
     )
     channel = await AgentChannel.connect(str(sock), timeout_s=10, state_handler=state_handler)
@@ -74,11 +81,25 @@ def task_dir(root: Path, name: str, payload: Any) -> Path:
     return d
 
 
-def command(root: Path, name: str, argv: list[str], *, env: dict[str, str] | None = None,
-            payload: Any = None, timeout_s: float | None = None) -> dict[str, Any]:
+def command(
+    root: Path,
+    name: str,
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    payload: Any = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
     d = task_dir(root, name, payload)
-    return {"id": name, "kind": "command", "argv": argv, "env": env or {}, "cwd": str(d / "work"),
-            "input_path": str(d / "input.json"), "timeout_s": timeout_s}
+    return {
+        "id": name,
+        "kind": "command",
+        "argv": argv,
+        "env": env or {},
+        "cwd": str(d / "work"),
+        "input_path": str(d / "input.json"),
+        "timeout_s": timeout_s,
+    }
 
 
 def test_framing_roundtrip() -> None:
@@ -102,7 +123,9 @@ async def test_hello_and_ping(agent: tuple[AgentChannel, Any, Path]) -> None:
 async def test_command_stdin_env_and_exit_code(agent: tuple[AgentChannel, Any, Path]) -> None:
     channel, _, root = agent
     script = 'import json,os,sys; d=json.load(sys.stdin); print(json.dumps({"in": d, "v": os.environ.get("V"), "img": os.environ.get("IMAGE_VAR")})); sys.stderr.write("warn\\n")'
-    result = await channel.run(command(root, "t1", [sys.executable, "-c", script], env={"V": "1"}, payload={"a": 1}), "wf")
+    result = await channel.run(
+        command(root, "t1", [sys.executable, "-c", script], env={"V": "1"}, payload={"a": 1}), "wf"
+    )
     assert result["exit_code"] == 0
     assert json.loads(result["stdout"]) == {"in": {"a": 1}, "v": "1", "img": "from-image"}
     assert "warn" in result["log_tail"]
@@ -112,10 +135,16 @@ async def test_command_stdin_env_and_exit_code(agent: tuple[AgentChannel, Any, P
 
 async def test_isolation_between_tasks(agent: tuple[AgentChannel, Any, Path]) -> None:
     channel, _, root = agent
-    first = await channel.run(command(root, "a", ["/bin/sh", "-c", "export LEAK=1; echo x > f.txt; echo $SECRET"],
-                                      env={"SECRET": "s1"}), "wf")
+    first = await channel.run(
+        command(
+            root, "a", ["/bin/sh", "-c", "export LEAK=1; echo x > f.txt; echo $SECRET"], env={"SECRET": "s1"}
+        ),
+        "wf",
+    )
     assert first["stdout"].strip() == "s1"
-    second = await channel.run(command(root, "b", ["/bin/sh", "-c", 'echo "[$SECRET][$LEAK]"; ls f.txt 2>&1 || true']), "wf")
+    second = await channel.run(
+        command(root, "b", ["/bin/sh", "-c", 'echo "[$SECRET][$LEAK]"; ls f.txt 2>&1 || true']), "wf"
+    )
     assert second["stdout"].splitlines()[0] == "[][]"
     assert "No such file" in second["stdout"] or "cannot access" in second["stdout"]
 
@@ -148,7 +177,7 @@ async def test_missing_executable(agent: tuple[AgentChannel, Any, Path]) -> None
     assert result["exit_code"] == 127 and "cannot start" in result["log_tail"]
 
 
-SOURCE = '''
+SOURCE = """
 import asyncio
 
 def handler(ctx):
@@ -173,15 +202,28 @@ def not_json(ctx):
 def slow(ctx):
     import time
     time.sleep(30)
-'''
+"""
 
 
-def function_run(root: Path, name: str, qualname: str, payload: Any, timeout_s: float | None = None) -> dict[str, Any]:
+def function_run(
+    root: Path, name: str, qualname: str, payload: Any, timeout_s: float | None = None
+) -> dict[str, Any]:
     d = task_dir(root, name, payload)
     return {
-        "id": name, "kind": "function", "env": {}, "cwd": str(d / "work"), "timeout_s": timeout_s,
+        "id": name,
+        "kind": "function",
+        "env": {},
+        "cwd": str(d / "work"),
+        "timeout_s": timeout_s,
         "function": {"module": "steps_mod", "qualname": qualname, "source": SOURCE},
-        "ctx": {"workflow_id": "wf-1", "step_id": "s", "task_id": name, "index": 4, "attempt": 2, "input": payload},
+        "ctx": {
+            "workflow_id": "wf-1",
+            "step_id": "s",
+            "task_id": name,
+            "index": 4,
+            "attempt": 2,
+            "input": payload,
+        },
     }
 
 
@@ -190,7 +232,14 @@ async def test_function_with_state(agent: tuple[AgentChannel, Any, Path]) -> Non
     STATE.clear()
     result = await channel.run(function_run(root, "f1", "handler", {"item": "x", "deps": {"a": 1}}), "wf-1")
     assert result["exit_code"] == 0 and result["has_output"] is True
-    assert result["output"] == {"item": "x", "deps": {"a": 1}, "n": 2, "missing": "dflt", "wf": "wf-1", "attempt": 2}
+    assert result["output"] == {
+        "item": "x",
+        "deps": {"a": 1},
+        "n": 2,
+        "missing": "dflt",
+        "wf": "wf-1",
+        "attempt": 2,
+    }
     assert "item=x" in result["log_tail"] and "printed" in result["log_tail"]
     assert STATE["wf-1"] == {"count": 2, "last": "s", "seen": [4]}
     again = await channel.run(function_run(root, "f2", "async_handler", {"x": 21}), "wf-1")

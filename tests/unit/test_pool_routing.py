@@ -13,8 +13,9 @@ NOW = 1_000_000.0
 
 
 def reg(sid: str, *, busy: int = 0, capacity: int = 10, warm: dict[str, int] | None = None) -> str:
-    return json.dumps({"id": sid, "url": f"http://127.0.0.1/{sid}", "capacity": capacity, "busy": busy,
-                       "warm": warm or {}})
+    return json.dumps(
+        {"id": sid, "url": f"http://127.0.0.1/{sid}", "capacity": capacity, "busy": busy, "warm": warm or {}}
+    )
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,12 @@ def reg(sid: str, *, busy: int = 0, capacity: int = 10, warm: dict[str, int] | N
         # a stale warm holder is skipped
         ({"a": reg("a", warm={"k": 2}), "b": reg("b", busy=9)}, {"a": NOW - 9000, "b": NOW}, "k", "b"),
         # least loaded, relative to capacity
-        ({"a": reg("a", busy=2, capacity=4), "b": reg("b", busy=3, capacity=10)}, {"a": NOW, "b": NOW}, "k", "b"),
+        (
+            {"a": reg("a", busy=2, capacity=4), "b": reg("b", busy=3, capacity=10)},
+            {"a": NOW, "b": NOW},
+            "k",
+            "b",
+        ),
         # ties break by id
         ({"b": reg("b"), "a": reg("a")}, {"a": NOW, "b": NOW}, None, "a"),
         # a full warm holder loses to a free one
@@ -42,8 +48,9 @@ def reg(sid: str, *, busy: int = 0, capacity: int = 10, warm: dict[str, int] | N
         ({"a": "not json", "b": reg("b")}, {"a": NOW, "b": NOW}, "k", "b"),
     ],
 )
-def test_choose_service(registrations: dict[str, Any], heartbeats: dict[str, float], key: str | None,
-                        expected: str | None) -> None:
+def test_choose_service(
+    registrations: dict[str, Any], heartbeats: dict[str, float], key: str | None, expected: str | None
+) -> None:
     assert choose_service(registrations, heartbeats, key, NOW, 5000) == expected
 
 

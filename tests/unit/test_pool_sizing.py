@@ -23,14 +23,18 @@ from pool.sizing import IdleInfo
         (0, 0, 0, 1, 0, "grow"),
     ],
 )
-def test_acquire_action(idle: int, total: int, starting: int, max_size: int, waiters: int, expected: str) -> None:
+def test_acquire_action(
+    idle: int, total: int, starting: int, max_size: int, waiters: int, expected: str
+) -> None:
     assert (
         sizing.acquire_action(idle=idle, total=total, starting=starting, max_size=max_size, waiters=waiters)
         == expected
     )
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("cold", "cold"), ("error", "error"), ("anything", "cold")])
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("cold", "cold"), ("error", "error"), ("anything", "cold")]
+)
 def test_exhausted_action(setting: str, expected: str) -> None:
     assert sizing.exhausted_action(setting) == expected
 
@@ -47,9 +51,13 @@ def test_exhausted_action(setting: str, expected: str) -> None:
         (0, 0, 0, 8, True, 0),
     ],
 )
-def test_warm_deficit(total: int, starting: int, min_size: int, max_size: int, warm_up: bool, expected: int) -> None:
+def test_warm_deficit(
+    total: int, starting: int, min_size: int, max_size: int, warm_up: bool, expected: int
+) -> None:
     assert (
-        sizing.warm_deficit(total=total, starting=starting, min_size=min_size, max_size=max_size, warm_up=warm_up)
+        sizing.warm_deficit(
+            total=total, starting=starting, min_size=min_size, max_size=max_size, warm_up=warm_up
+        )
         == expected
     )
 
@@ -77,7 +85,9 @@ def test_containers_to_reap(
     assert got == expected
 
 
-@pytest.mark.parametrize(("uses", "max_uses", "expected"), [(0, 1, False), (1, 1, True), (999, 1000, False), (5, 3, True)])
+@pytest.mark.parametrize(
+    ("uses", "max_uses", "expected"), [(0, 1, False), (1, 1, True), (999, 1000, False), (5, 3, True)]
+)
 def test_should_retire(uses: int, max_uses: int, expected: bool) -> None:
     assert sizing.should_retire(uses, max_uses) is expected
 
@@ -89,7 +99,12 @@ def test_utilisation_never_nan(busy: int, total: int, expected: float) -> None:
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([], 50, 0.0), ([3.0], 95, 3.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.0), ([float(i) for i in range(1, 101)], 95, 95.0)],
+    [
+        ([], 50, 0.0),
+        ([3.0], 95, 3.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.0),
+        ([float(i) for i in range(1, 101)], 95, 95.0),
+    ],
 )
 def test_percentile(values: list[float], q: float, expected: float) -> None:
     assert sizing.percentile(values, q) == expected
