@@ -45,7 +45,7 @@ lint: bootstrap ## ruff, then mypy --strict on the source packages (both run; fa
 	$(VENV)/bin/mypy $(SOURCE_PACKAGES) || rc=1; \
 	exit $$rc
 
-bench: bootstrap ## measure the hot path and write BENCHMARKS.md
+bench: up ## start the stack if needed, measure the hot path side by side, write BENCHMARKS.md
 	$(PY) -m bench
 
 clean: ## remove caches and build output (keeps .venv, .flow data and images; `make down` first)

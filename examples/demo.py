@@ -15,7 +15,7 @@ from typing import Any
 
 from agentainer_flow import AgentainerError, Workflow, WorkflowClient
 from examples.decorators import run as decorators
-from examples.wordcount import wordcount
+from examples.wordcount import pipeline, wordcount
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
@@ -47,6 +47,9 @@ async def main() -> int:
     async with WorkflowClient(url) as client:
         try:
             await client.health()
+            wf, wall = await timed(lambda: pipeline.run(client))
+            print(pipeline.report(wf), end="\n\n")
+            rows.append(timing_row("wordcount-dag (map, reduce, branch)", wf, wall))
             wf, wall = await timed(lambda: wordcount.run(client))
             print(wordcount.report(wf), end="\n\n")
             rows.append(timing_row("wordcount", wf, wall))

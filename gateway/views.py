@@ -37,6 +37,7 @@ def task_view(task: TaskRecord) -> dict[str, Any]:
         "pooled": task.pooled,
         "mode": task.mode,
         "pool_key": task.pool_key,
+        "pool_service": task.pool_service,
         "acquire_ms": task.acquire_ms,
         "exec_ms": task.exec_ms,
         "attempts": [a.model_dump(mode="json") for a in task.history],

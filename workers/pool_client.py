@@ -52,7 +52,7 @@ class PoolClient:
             if response.status_code < 500:
                 return _failed(request, ErrorKind.RUNTIME, last_error)
             await asyncio.sleep(0.2 * (attempt + 1))
-        return _failed(request, ErrorKind.RUNTIME, last_error)
+        return _failed(request, ErrorKind.POOL_UNAVAILABLE, last_error)
 
     async def cancel(self, base_url: str, task_id: str) -> None:
         try:

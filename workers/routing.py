@@ -28,6 +28,11 @@ class PoolRouter:
         self.keys = keys
         self.fallback_url = fallback_url
         self._cache: tuple[float, dict[str, Any], dict[str, float]] | None = None
+        self._down_until: dict[str, float] = {}
+
+    def mark_down(self, url: str) -> None:
+        """This worker could not reach ``url``: route around it until its heartbeat would be stale."""
+        self._down_until[url] = time.monotonic() + STALE_AFTER_MS / 1000
 
     async def _registry(self) -> tuple[dict[str, Any], dict[str, float]]:
         now = time.monotonic()
@@ -43,6 +48,9 @@ class PoolRouter:
 
     async def choose(self, request: TaskRequest) -> str:
         regs, beats = await self._registry()
+        now = time.monotonic()
+        down = {url for url, until in self._down_until.items() if until > now}
+        regs = {sid: reg for sid, reg in regs.items() if reg.get("url") not in down}
         if not regs:
             return self.fallback_url
         if request.mode == DispatchMode.COLD:

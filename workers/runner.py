@@ -72,6 +72,8 @@ class TaskRunner:
         try:
             base_url = await self.router.choose(request)
             result = await self._execute(base_url, request, lease_lost)
+            if result.error is not None and result.error.kind == ErrorKind.POOL_UNAVAILABLE:
+                self.router.mark_down(base_url)
         except asyncio.CancelledError:
             # The worker is shutting down (SIGTERM): hand the task over now instead of letting
             # its lease lapse, and stop its container task.

@@ -68,4 +68,20 @@ async def test_demo_prints_results_and_a_timing_table(stack: Stack, monkeypatch:
     text = buffer.getvalue()
     assert code == 0, text
     assert "wall time" in text and "order-pipeline" in text and "wordcount (urls)" in text
+    assert "wordcount-dag" in text and "branch took" in text
     assert json.dumps(wordcount.expected()["top"][0][0]) .strip('"') in text
+
+
+@pytest.mark.parametrize("above", [True, False])
+async def test_wordcount_dag_branches_on_the_word_total(stack: Stack, above: bool) -> None:
+    from examples.wordcount import pipeline
+
+    expected = wordcount.expected()
+    threshold = expected["total_words"] - 1 if above else expected["total_words"]
+    async with WorkflowClient(stack.url, token=stack.token) as client:
+        wf = await pipeline.run(client, threshold=threshold)
+    taken, skipped = ("long-summary", "short-summary") if above else ("short-summary", "long-summary")
+    assert wf.step("reduce").output == expected
+    assert wf.step(taken).status == "succeeded" and wf.step(skipped).status == "skipped"
+    assert wf.step(taken).output.startswith(f"{expected['total_words']} words")
+    assert taken in pipeline.report(wf)
