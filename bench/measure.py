@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 IMAGE = "agentainer-flow/python:3.11"
-TRIVIAL = ["python3", "-c", "print(1)"]
+TRIVIAL = "echo 1"
 
 
 def _ts(value: str | None) -> float | None:

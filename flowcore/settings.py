@@ -64,8 +64,9 @@ class WorkerSettings(_Common):
 
 class PoolSettings(_Common):
     # FLOW_POOL_HOST / FLOW_POOL_PORT, so one environment can configure the gateway and the pool.
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLOW_POOL_HOST", "host"))
-    port: int = Field(8090, ge=1, le=65535, validation_alias=AliasChoices("FLOW_POOL_PORT", "port"))
+    # (Only these names: honcho exports PORT to every process, and an alias ignores the env prefix.)
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLOW_POOL_HOST"))
+    port: int = Field(8090, ge=1, le=65535, validation_alias=AliasChoices("FLOW_POOL_PORT"))
     service_id: str = Field("pool-1", description="Unique per pool service; labels its containers.")
     docker_host: str | None = Field(None, description="Engine socket; default DOCKER_HOST or /var/run/docker.sock.")
     work_dir: str = Field(".flow/pool", description="Host directory for task I/O and agent sockets.")
