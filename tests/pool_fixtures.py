@@ -17,10 +17,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from flowcore.pool_api import TaskRequest
 from flowcore.settings import PoolSettings, RedisSection
+from pool.app import create_app
 from pool.runtime import LABEL_SERVICE
 from pool.services import PoolServices
 
@@ -127,3 +129,15 @@ __all__ = [
     "service_containers",
     "work_dir",
 ]
+
+
+@pytest.fixture
+async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The pool app in-process (real lifespan, real engine and Redis) behind an httpx client."""
+    app = create_app(pool_settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://pool") as c,
+    ):
+        yield c

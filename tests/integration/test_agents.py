@@ -5,25 +5,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
-from flowcore.settings import PoolSettings
-from pool.app import create_app
-from tests.pool_fixtures import pool_settings, service_containers, work_dir  # noqa: F401
-
-
-@pytest.fixture
-async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(pool_settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://pool") as c,
-    ):
-        yield c
+from tests.pool_fixtures import client, pool_settings, service_containers, work_dir  # noqa: F401
 
 
 async def test_agent_lifecycle(client: httpx.AsyncClient, base_image: str) -> None:

@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
 
 from flowcore.keyspace import Keyspace
 from flowcore.settings import PoolSettings
 from pool.app import create_app
-from tests.pool_fixtures import pool_settings, service_containers, work_dir  # noqa: F401
-
-
-@pytest.fixture
-async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(pool_settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://pool") as c,
-    ):
-        yield c
+from tests.pool_fixtures import client, pool_settings, service_containers, work_dir  # noqa: F401
 
 
 def body(image: str, **fields: object) -> dict[str, object]:
