@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,3 +39,15 @@ def test_readme_curl_commands_run_a_workflow(stack: Stack) -> None:
         time.sleep(0.2)
     assert body["status"] == "completed", body
     assert body["steps"][0]["output"] == "hello world"
+
+
+def test_readme_python_quick_start(stack: Stack) -> None:
+    block = re.search(r"```python\n(.*?)```", README, re.S)
+    assert block is not None
+    env = {**os.environ, "FLOW_URL": stack.url, "FLOW_TOKEN": stack.token}
+    done = subprocess.run(
+        [sys.executable, "-c", block.group(1)], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wordcount-dag: 5 documents mapped, branch took" in done.stdout
