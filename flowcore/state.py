@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from flowcore.errors import Conflict, InvalidInput, NotFound
+from flowcore.errors import InvalidInput, NotFound
 from flowcore.keyspace import Keyspace
 from flowcore.pool_api import StateOp
 
@@ -168,4 +168,4 @@ class StateStore:
                     continue
 
 
-__all__ = ["DELETED", "Conflict", "StateStore", "apply_state_ops", "decode_state", "encode_changes"]
+__all__ = ["DELETED", "StateStore", "apply_state_ops", "decode_state", "encode_changes"]

@@ -91,15 +91,12 @@ class WorkflowStore:
         k = self.keys
         return [k.workflow(wf_id), k.steps(wf_id), k.tasks(wf_id), k.state(wf_id)]
 
-    async def _read(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
-        k = self.keys
-        raw = await conn.hgetall(k.workflow(wf_id))
+    async def _read_record(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
+        """The workflow record alone: no step, task or state records."""
+        raw = await conn.hgetall(self.keys.workflow(wf_id))
         if not raw:
             raise NotFound(f"workflow {wf_id!r} not found", field="workflow_id")
         rec = {_s(a): _s(b) for a, b in raw.items()}
-        steps = await conn.hgetall(k.steps(wf_id))
-        tasks = await conn.hgetall(k.tasks(wf_id))
-        state = await conn.hgetall(k.state(wf_id))
         definition = WorkflowDefinition.model_validate_json(rec["definition"])
         return Snapshot(
             wf_id=wf_id,
@@ -111,15 +108,30 @@ class WorkflowStore:
             finished_at=float(rec["finished_at"]) if rec.get("finished_at") else None,
             error=rec.get("error") or None,
             origin=Origin.model_validate_json(rec["origin"]) if rec.get("origin") else Origin(),
-            steps={_s(a): StepRecord.model_validate_json(b) for a, b in steps.items()},
-            tasks={_s(a): TaskRecord.model_validate_json(b) for a, b in tasks.items()},
-            state={_s(a): json.loads(b) for a, b in state.items()},
             version=int(rec.get("version", "0")),
         )
+
+    async def _read(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
+        k = self.keys
+        snap = await self._read_record(conn, wf_id)
+        steps = await conn.hgetall(k.steps(wf_id))
+        tasks = await conn.hgetall(k.tasks(wf_id))
+        state = await conn.hgetall(k.state(wf_id))
+        snap.steps = {_s(a): StepRecord.model_validate_json(b) for a, b in steps.items()}
+        snap.tasks = {_s(a): TaskRecord.model_validate_json(b) for a, b in tasks.items()}
+        snap.state = {_s(a): json.loads(b) for a, b in state.items()}
+        return snap
 
     async def load(self, wf_id: str) -> Snapshot:
         try:
             return await self._read(self.redis, wf_id)
+        except RedisError as exc:
+            raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
+
+    async def load_summary(self, wf_id: str) -> Snapshot:
+        """The record without steps, tasks or state: what a listing shows, in one read."""
+        try:
+            return await self._read_record(self.redis, wf_id)
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
 

@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from flowcore import dag, engine
 from flowcore.engine import EngineEnv
-from flowcore.errors import InvalidInput
+from flowcore.errors import InvalidInput, NotFound
 from flowcore.models import WorkflowDefinition, WorkflowStatus
-from flowcore.records import Origin
+from flowcore.records import Origin, Snapshot
 from flowcore.store import WorkflowStore
 from gateway.bodies import parse_model, query_bool, query_int, read_document
 from gateway.views import workflow_view
@@ -32,21 +32,22 @@ def parse_definition(document: Any) -> WorkflowDefinition:
     return definition
 
 
-async def submit(store: WorkflowStore, definition: WorkflowDefinition, *, start: bool, origin: Origin | None = None) -> str:
+async def submit(
+    store: WorkflowStore, definition: WorkflowDefinition, *, start: bool, origin: Origin | None = None
+) -> Snapshot:
+    """Create (and start) a workflow; returns it as committed."""
     wf_id = await store.create(definition, origin=origin)
     if start:
-        await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))
-    return wf_id
+        return (await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))).snap
+    return await store.load(wf_id)
 
 
 async def create_workflow(request: Request) -> Response:
     """Create a workflow from a JSON or YAML definition; ``?start=true`` also starts it."""
     definition = parse_definition(await read_document(request))
     start = query_bool(request, "start")
-    store = store_of(request)
-    wf_id = await submit(store, definition, start=start)
-    snap = await store.load(wf_id)
-    return JSONResponse(workflow_view(snap), status_code=201, headers={"location": f"/v1/workflows/{wf_id}"})
+    snap = await submit(store_of(request), definition, start=start)
+    return JSONResponse(workflow_view(snap), status_code=201, headers={"location": f"/v1/workflows/{snap.wf_id}"})
 
 
 async def list_workflows(request: Request) -> Response:
@@ -67,8 +68,8 @@ async def list_workflows(request: Request) -> Response:
     now = time.time()
     for wf_id in ids:
         try:
-            snap = await store.load(wf_id)
-        except Exception:  # deleted between the index read and the load
+            snap = await store.load_summary(wf_id)
+        except NotFound:  # deleted between the index read and the load
             continue
         items.append(workflow_view(snap, detail=False, now=now))
     return JSONResponse({"items": items, "total": total, "limit": limit, "offset": offset})
@@ -83,16 +84,16 @@ async def start_workflow(request: Request) -> Response:
     """Start a pending workflow; 409 when it has already started."""
     store = store_of(request)
     wf_id = request.path_params["workflow_id"]
-    await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))
-    return JSONResponse(workflow_view(await store.load(wf_id)), status_code=202)
+    plan = await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))
+    return JSONResponse(workflow_view(plan.snap), status_code=202)
 
 
 async def cancel_workflow(request: Request) -> Response:
     """Cancel a workflow: running tasks are killed, pending steps never start; 409 when finished."""
     store = store_of(request)
     wf_id = request.path_params["workflow_id"]
-    await store.transact(wf_id, lambda snap: engine.cancel(snap, EngineEnv()))
-    return JSONResponse(workflow_view(await store.load(wf_id)), status_code=202)
+    plan = await store.transact(wf_id, lambda snap: engine.cancel(snap, EngineEnv()))
+    return JSONResponse(workflow_view(plan.snap), status_code=202)
 
 
 async def delete_workflow(request: Request) -> Response:
