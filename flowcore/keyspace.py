@@ -20,6 +20,19 @@ Execution
     ``{p}:containers:{wf}``     hash   container id -> JSON of the containers that served the workflow
     ``{p}:events``              stream events of all workflows (for the global live view), capped
 
+Triggers
+    ``{p}:trigger:{tid}``       hash   ``spec`` (JSON), ``enabled``, ``next_run``, ``last_run``, ``run_count``,
+                                       ``last_workflow_id``, ``skipped:{reason}`` counters
+    ``{p}:triggers``            zset   every trigger id, score = created_at (ms)
+    ``{p}:wf:{id}:triggers``    set    ids of the triggers whose template is this workflow
+    ``{p}:triggers:due``        zset   enabled schedule trigger id -> next fire (ms); what schedulers poll
+    ``{p}:triggers:event:{type}`` set  ids of the event triggers of one event type
+    ``{p}:trigger:{tid}:runs``  zset   workflow ids this trigger started -> created (ms), last 1000
+    ``{p}:fire:{tid}:{key}``    string what one fire did (the new workflow id, or ``skip:{reason}``);
+                                       keyed by cron time, event id or delivery id; expires after the
+                                       idempotency retention
+    ``{p}:event:{id}``          string a received event (type, matched trigger ids); expires likewise
+
 Pools and agents
     ``{p}:pools:services``      hash   pool service id -> registration JSON (url, capacity, warm keys)
     ``{p}:pools:heartbeat``     zset   pool service id -> last heartbeat (ms)
@@ -91,6 +104,33 @@ class Keyspace:
     @property
     def queue(self) -> str:
         return f"{self.prefix}:queue"
+
+    # triggers
+    def trigger(self, trigger_id: str) -> str:
+        return f"{self.prefix}:trigger:{trigger_id}"
+
+    @property
+    def all_triggers(self) -> str:
+        return f"{self.prefix}:triggers"
+
+    def workflow_triggers(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:triggers"
+
+    @property
+    def triggers_due(self) -> str:
+        return f"{self.prefix}:triggers:due"
+
+    def event_triggers(self, event_type: str) -> str:
+        return f"{self.prefix}:triggers:event:{event_type}"
+
+    def trigger_runs(self, trigger_id: str) -> str:
+        return f"{self.prefix}:trigger:{trigger_id}:runs"
+
+    def fire(self, trigger_id: str, fire_key: str) -> str:
+        return f"{self.prefix}:fire:{trigger_id}:{fire_key}"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}"
 
     # pools and agents
     @property

@@ -92,10 +92,12 @@ class StepRecord(_Record):
 
 
 class Origin(_Record):
-    kind: str = "api"  # api | trigger | cron | event | webhook | manual
+    kind: str = "api"  # api | schedule | event | webhook | manual
     trigger_id: str | None = None
+    template_id: str | None = Field(None, description="The workflow whose definition a trigger fire copied.")
     fired_at: float | None = None
-    event_id: str | None = None
+    scheduled_for: float | None = Field(None, description="Schedules: the cron time this fire stands for.")
+    event_id: str | None = Field(None, description="The event id or webhook delivery id of the fire.")
 
 
 @dataclass

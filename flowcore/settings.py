@@ -38,6 +38,9 @@ class GatewaySettings(_Common):
     tokens: list[SecretStr] = Field(default_factory=list, description="Accepted API tokens (admin scope).")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies are answered 413.")
     pool: PoolClientSection = Field(default_factory=PoolClientSection)
+    idempotency_retention_s: float = Field(
+        86400.0, ge=60, description="How long event ids, delivery ids and Idempotency-Keys are remembered."
+    )
 
     def accepted_tokens(self) -> list[str]:
         """Tokens this gateway accepts; refuses an unauthenticated non-loopback bind."""
@@ -89,7 +92,9 @@ class PoolSettings(_Common):
 
 
 class SchedulerSettings(_Common):
-    tick_s: float = Field(0.5, gt=0)
+    tick_s: float = Field(0.5, gt=0, le=60, description="Longest sleep between two looks at due triggers.")
+    batch: int = Field(100, ge=1, le=10_000, description="Due triggers handled per look.")
+    idempotency_retention_s: float = Field(86400.0, ge=60, description="How long a fire's key is remembered.")
 
 
 def is_loopback(host: str) -> bool:

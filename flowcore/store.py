@@ -66,26 +66,31 @@ class WorkflowStore:
     # ---- create / read -----------------------------------------------------------------------
     async def create(self, definition: WorkflowDefinition, *, origin: Origin | None = None) -> str:
         wf_id = new_workflow_id()
-        now = time.time()
-        record = {
-            "definition": definition.model_dump_json(by_alias=True),
-            "status": WorkflowStatus.PENDING.value,
-            "created_at": repr(now),
-            "origin": (origin or Origin()).model_dump_json(),
-            "version": "0",
-        }
-        score = int(now * 1000)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.workflow(wf_id), mapping=record)
-                pipe.zadd(self.keys.all_workflows, {wf_id: score})
-                pipe.zadd(self.keys.by_status(WorkflowStatus.PENDING.value), {wf_id: score})
-                event = {"type": "workflow", "workflow_id": wf_id, "status": "pending", "ts": now}
-                pipe.xadd(self.keys.global_events, {"data": json.dumps(event)}, maxlen=GLOBAL_EVENTS_MAXLEN)
+                self.write_new(pipe, wf_id, definition, origin or Origin(), time.time())
                 await pipe.execute()
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
         return wf_id
+
+    def write_new(
+        self, pipe: Pipeline, wf_id: str, definition: WorkflowDefinition, origin: Origin, now: float
+    ) -> None:
+        """Queue the commands that create a pending workflow record (inside the caller's MULTI)."""
+        record = {
+            "definition": definition.model_dump_json(by_alias=True),
+            "status": WorkflowStatus.PENDING.value,
+            "created_at": repr(now),
+            "origin": origin.model_dump_json(),
+            "version": "0",
+        }
+        score = int(now * 1000)
+        pipe.hset(self.keys.workflow(wf_id), mapping=record)
+        pipe.zadd(self.keys.all_workflows, {wf_id: score})
+        pipe.zadd(self.keys.by_status(WorkflowStatus.PENDING.value), {wf_id: score})
+        event = {"type": "workflow", "workflow_id": wf_id, "status": "pending", "ts": now}
+        pipe.xadd(self.keys.global_events, {"data": json.dumps(event)}, maxlen=GLOBAL_EVENTS_MAXLEN, approximate=True)
 
     def _watched(self, wf_id: str) -> list[str]:
         k = self.keys
@@ -166,7 +171,7 @@ class WorkflowStore:
                             await pipe.reset()
                             return plan
                         pipe.multi()
-                        self._write(pipe, plan)
+                        self.write_plan(pipe, plan)
                         await pipe.execute()
                         return plan
                     except WatchError:
@@ -175,7 +180,8 @@ class WorkflowStore:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
         raise ServiceUnavailable(f"workflow {wf_id!r} is too contended to commit")
 
-    def _write(self, pipe: Pipeline, plan: Plan) -> None:
+    def write_plan(self, pipe: Pipeline, plan: Plan) -> None:
+        """Queue the commands that commit ``plan`` (inside the caller's MULTI)."""
         snap, k, wf_id = plan.snap, self.keys, plan.snap.wf_id
         now_ms = int(time.time() * 1000)
         record: dict[str, str] = {"version": str(snap.version + 1)}

@@ -13,14 +13,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flowcore.firing import Firing
 from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings
 from flowcore.state import StateStore
 from flowcore.store import WorkflowStore
+from flowcore.triggerstore import TriggerStore
 from gateway import openapi
 from gateway.errors import HANDLERS
 from gateway.middleware import BodyLimit, TokenAuth
-from gateway.routes import pools, state, workflows
+from gateway.routes import intake, logs, metrics, pools, state, stream, triggers, workflows
 
 API_VERSION = "1.0.0"
 
@@ -47,6 +49,8 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         app.state.settings = settings
         app.state.store = WorkflowStore(conn, keys)
         app.state.states = StateStore(conn, keys)
+        app.state.triggers = TriggerStore(conn, keys)
+        app.state.firing = Firing(conn, keys)
         app.state.pool_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         try:
             yield
@@ -61,6 +65,11 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         *workflows.routes,
         *state.routes,
         *pools.routes,
+        *triggers.routes,
+        *intake.routes,
+        *logs.routes,
+        *metrics.routes,
+        *stream.routes,
     ]
     app = Starlette(
         routes=routes,

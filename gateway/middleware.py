@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flowcore.errors import BodyTooLarge
 
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/openapi.json"})
+# Webhook deliveries carry an HMAC signature instead of a bearer token (checked by the route).
+PUBLIC_PREFIXES = ("/v1/hooks/",)
 
 
 async def _json_error(send: Send, status: int, code: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
@@ -42,7 +44,8 @@ class TokenAuth:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         header = b""

@@ -6,16 +6,26 @@ import asyncio
 import logging
 import signal
 
-from flowcore.settings import SchedulerSettings
+from redis.asyncio import Redis
 
-log = logging.getLogger("scheduler")
+from flowcore.keyspace import Keyspace
+from flowcore.settings import SchedulerSettings
+from scheduler.loop import Scheduler
 
 
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
-    """Idle until ``stop`` is set; the trigger loop replaces this body in the triggers release."""
-    log.info("scheduler idle: triggers arrive in a later release (tick %.2fs)", settings.tick_s)
-    await stop.wait()
-    log.info("scheduler stopped")
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        scheduler = Scheduler(
+            redis,
+            Keyspace(settings.redis.prefix),
+            tick_s=settings.tick_s,
+            batch=settings.batch,
+            retention_s=settings.idempotency_retention_s,
+        )
+        await scheduler.run(stop)
+    finally:
+        await redis.aclose()
 
 
 async def _main() -> None:

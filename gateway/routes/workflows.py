@@ -97,8 +97,12 @@ async def cancel_workflow(request: Request) -> Response:
 
 
 async def delete_workflow(request: Request) -> Response:
-    """Delete a finished (or never started) workflow with its state; 409 while it runs."""
-    await store_of(request).delete(request.path_params["workflow_id"])
+    """Delete a finished (or never started) workflow with its state and triggers; 409 while it runs."""
+    wf_id = request.path_params["workflow_id"]
+    await store_of(request).delete(wf_id)
+    # A template's triggers go with it: nothing may fire from a definition that is gone.
+    await request.app.state.triggers.delete_for_workflow(wf_id)
+    request.app.state.firing.forget(wf_id)
     return Response(status_code=204)
 
 

@@ -243,4 +243,7 @@ class Trigger(_Reader):
     next_run: datetime | None = None
     last_run: datetime | None = None
     run_count: int = 0
+    last_workflow_id: str | None = None
+    skipped: dict[str, int] = Field(default_factory=dict, description="Skipped fires by reason (running, missed).")
+    webhook_url: str | None = Field(None, description="Webhook triggers: the path providers post to.")
     created_at: datetime | None = None

@@ -86,3 +86,26 @@ class TriggersAPI(BaseClient):
         if not isinstance(data, dict) or not isinstance(data.get("workflow_id"), str):
             raise ValidationError(f"unexpected answer from the trigger route: {data!r}")
         return str(data["workflow_id"])
+
+    async def publish_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> dict[str, Any]:
+        """Publish an event (``POST /v1/events``): every enabled event trigger of ``event_type`` whose
+        filter matches ``payload`` fires. With ``event_id``, publishing again starts nothing new.
+
+        Returns ``{'event_id', 'matched', 'started', 'duplicate', 'fires': [{'trigger_id',
+        'workflow_id', 'status', 'reason'}]}``.
+        """
+        if not isinstance(event_type, str) or not event_type.strip():
+            raise ValidationError("event_type must be a non-empty string", field="type")
+        body: dict[str, Any] = {"type": event_type, "payload": payload}
+        if event_id is not None:
+            body["id"] = event_id
+        data = await self._request("POST", "/v1/events", json=body)
+        return dict(data or {})
+
+    async def fire_trigger(self, trigger_id: str, input_data: Any = None) -> str:
+        """Fire one trigger by hand, whatever its type; returns the new workflow's id."""
+        body = {"input_data": input_data} if input_data is not None else {}
+        data = await self._request("POST", f"/v1/triggers/{seg(trigger_id)}/fire", json=body)
+        if not isinstance(data, dict) or not isinstance(data.get("workflow_id"), str):
+            raise ValidationError(f"unexpected answer from the fire route: {data!r}")
+        return str(data["workflow_id"])

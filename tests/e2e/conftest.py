@@ -157,6 +157,9 @@ def stack(docker_host: str, base_image: str, tmp_path_factory: pytest.TempPathFa
         pool = st.spawn("pool", "pool")
         _wait_healthy(f"{st.pool_url}/healthz", [pool])
         st.start_worker("worker")
+        # Two schedulers, as a production stack may run: each fire must still happen once.
+        st.spawn("scheduler", "scheduler")
+        st.spawn("scheduler-2", "scheduler")
         gateway = st.spawn("gateway", "gateway")
         _wait_healthy(f"{st.url}/healthz", [gateway])
         yield st

@@ -1,0 +1,132 @@
+"""Event filters: which event payloads fire an event trigger.
+
+A filter is a JSON object; an event fires the trigger when every entry of it holds (an empty
+filter matches every payload of the trigger's event type). An entry is one of:
+
+``"path": value``
+    The payload value at ``path`` equals ``value``, with the equality rules of the engine's
+    conditions (:mod:`flowcore.conditions`: ``1 == 1.0``, ``"10" == 10``, ``true != 1``).
+    ``path`` is a key, or keys joined with dots (``"object.bucket"``); a number selects a list
+    element (``"records.0.name"``).
+``"path": {nested filter}``
+    A nested object is matched as a filter on the value at ``path``: ``{"object": {"bucket": "in"}}``
+    is the same as ``{"object.bucket": "in"}``.
+``"path": {"op": value, ...}``
+    An object whose keys are all operators compares with them (all must hold): ``==``, ``!=``,
+    ``>``, ``>=``, ``<``, ``<=``, ``in``, ``not_in``, ``contains``, ``matches``, ``exists``.
+    A missing path makes ``!=`` and ``not_in`` true, ``exists: false`` true, everything else false.
+``"$and": [filters]``, ``"$or": [filters]``, ``"$not": filter``
+    Combinations.
+
+Filters are checked when a trigger is created (:func:`validate`), so matching never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flowcore.conditions import compare, values_equal
+
+OPERATORS = frozenset({"==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "matches", "exists"})
+_COMBINATORS = frozenset({"$and", "$or", "$not"})
+_WHEN_MISSING = {"!=": True, "not_in": True}
+_MISSING: Any = object()
+MAX_DEPTH = 16
+
+
+class FilterError(ValueError):
+    """A filter that cannot be used; the message names where."""
+
+
+def _is_operator_object(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(k in OPERATORS for k in value)
+
+
+def validate(flt: Any, where: str = "event_filter", depth: int = 0) -> None:
+    """Raise :class:`FilterError` naming the first problem of ``flt``."""
+    if depth > MAX_DEPTH:
+        raise FilterError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(flt, dict):
+        raise FilterError(f"{where}: a filter must be a JSON object, got {type(flt).__name__}")
+    for key, expected in flt.items():
+        here = f"{where}.{key}"
+        if key.startswith("$"):
+            if key not in _COMBINATORS:
+                raise FilterError(f"{here}: unknown combinator; use $and, $or or $not")
+            if key == "$not":
+                validate(expected, here, depth + 1)
+            else:
+                if not isinstance(expected, list) or not expected:
+                    raise FilterError(f"{here}: needs a non-empty list of filters")
+                for i, part in enumerate(expected):
+                    validate(part, f"{here}[{i}]", depth + 1)
+            continue
+        if not key or any(not part for part in key.split(".")):
+            raise FilterError(f"{here}: a path must be keys joined with single dots")
+        if _is_operator_object(expected):
+            for op, value in expected.items():
+                if op in ("in", "not_in") and not isinstance(value, list):
+                    raise FilterError(f"{here}: '{op}' needs a list")
+                if op == "matches":
+                    if not isinstance(value, str):
+                        raise FilterError(f"{here}: 'matches' needs a regular expression string")
+                    try:
+                        re.compile(value)
+                    except re.error as exc:
+                        raise FilterError(f"{here}: invalid regular expression: {exc}") from None
+                if op == "exists" and not isinstance(value, bool):
+                    raise FilterError(f"{here}: 'exists' needs true or false")
+        elif isinstance(expected, dict) and expected:
+            validate(expected, here, depth + 1)
+
+
+def _lookup(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(value, dict):
+            if part not in value:
+                return _MISSING
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _check_ops(ops: dict[str, Any], actual: Any) -> bool:
+    for op, value in ops.items():
+        if op == "exists":
+            if (actual is not _MISSING) != value:
+                return False
+        elif actual is _MISSING:
+            if not _WHEN_MISSING.get(op, False):
+                return False
+        elif not compare(op, actual, value):
+            return False
+    return True
+
+
+def matches(flt: dict[str, Any], payload: Any) -> bool:
+    """Whether ``payload`` passes a validated filter; never raises."""
+    for key, expected in flt.items():
+        if key == "$and":
+            if not all(matches(part, payload) for part in expected):
+                return False
+        elif key == "$or":
+            if not any(matches(part, payload) for part in expected):
+                return False
+        elif key == "$not":
+            if matches(expected, payload):
+                return False
+        else:
+            actual = _lookup(payload, key)
+            if _is_operator_object(expected):
+                if not _check_ops(expected, actual):
+                    return False
+            elif isinstance(expected, dict) and expected:
+                if actual is _MISSING or not matches(expected, actual):
+                    return False
+            elif actual is _MISSING or not values_equal(actual, expected):
+                return False
+    return True

@@ -1,0 +1,172 @@
+"""Event and webhook intake: ``POST /v1/events`` and ``POST /v1/hooks/{trigger_id}``.
+
+Intake records each fire and enqueues the new workflow's first steps in one Redis transaction per
+matching trigger (:mod:`flowcore.firing`); it never waits for the workflow.
+
+Events
+    ``{"type": ..., "payload": {...}, "id": ...}`` fires every enabled event trigger of that type
+    whose filter matches the payload. With an ``id``, a repeat within the retention window starts
+    nothing new and answers what the first delivery started (``duplicate: true``).
+Webhooks
+    Public (no bearer token): the trigger's HMAC signature is the credential. A missing or wrong
+    signature is 401 and starts nothing; a replayed delivery id starts nothing new; a body over the
+    gateway's limit is 413 (see :mod:`gateway.middleware`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowcore import eventfilter
+from flowcore.errors import Conflict, NotFound, Unauthorized
+from flowcore.firing import Fire, FireOutcome, FireResult
+from flowcore.records import Origin
+from flowcore.signatures import SignatureError, delivery_id, verify
+from flowcore.triggers import Trigger, TriggerType
+from gateway.bodies import parse_model, read_document
+from gateway.routes.triggers import firing, retention_s, trigger_store
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/-]+$")
+    payload: Any = None
+    id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/@-]+$")
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _fire_event(request: Request, trigger: Trigger, event: EventIn, event_id: str, now: float) -> FireResult:
+    fire = firing(request)
+    return await fire.fire(
+        Fire(
+            template_id=trigger.workflow_id,
+            template=await fire.template(trigger.workflow_id),
+            origin=Origin(kind="event", trigger_id=trigger.id, template_id=trigger.workflow_id, fired_at=now,
+                          event_id=event_id),
+            now=now,
+            trigger=trigger,
+            fire_key=f"event:{event.id}" if event.id else None,
+            payload=event.payload,
+            retention_s=retention_s(request),
+        )
+    )
+
+
+async def publish_event(request: Request) -> Response:
+    """Fire the event triggers that match; idempotent on ``id``."""
+    event = parse_model(await read_document(request, allow_yaml=False), EventIn)
+    store = trigger_store(request)
+    redis, keys = store.redis, store.keys
+    now = time.time()
+    event_id = event.id or uuid.uuid4().hex
+    duplicate = False
+    if event.id:
+        seen = await redis.get(keys.event(event.id))
+        if seen is not None:
+            duplicate = True
+            recorded = json.loads(_s(seen))
+            if recorded.get("type") != event.type:
+                raise Conflict(
+                    f"event id {event.id!r} was already used for an event of type {recorded.get('type')!r}", field="id"
+                )
+            candidates = await store.get_many(list(recorded.get("triggers", [])))
+    if not duplicate:
+        candidates = [
+            t for t in await store.for_event(event.type)
+            if t.enabled and eventfilter.matches(t.spec.config.event_filter, event.payload)
+        ]
+        if event.id:
+            record = json.dumps({"type": event.type, "triggers": [t.id for t in candidates], "received_at": now})
+            stored = await redis.set(keys.event(event.id), record, nx=True, ex=int(retention_s(request)))
+            if not stored:  # the same id arrived concurrently: fire what the first one recorded
+                duplicate = True
+                recorded = json.loads(_s(await redis.get(keys.event(event.id)) or b"{}"))
+                candidates = await store.get_many(list(recorded.get("triggers", [])))
+    fired: list[dict[str, Any]] = []
+    for trigger in candidates:
+        result = await _fire_event(request, trigger, event, event_id, now)
+        fired.append({"trigger_id": trigger.id, **result.view()})
+    started = sum(1 for f in fired if f["status"] == FireOutcome.STARTED.value)
+    body = {"event_id": event_id, "type": event.type, "duplicate": duplicate and started == 0,
+            "matched": len(candidates), "started": started, "fires": fired}
+    return JSONResponse(body, status_code=202)
+
+
+def _webhook_payload(request: Request, raw: bytes) -> Any:
+    """The body as JSON when it is; GitHub's form encoding (``payload=...``); else the text."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    text = raw.decode("utf-8", errors="replace")
+    if ctype == "application/x-www-form-urlencoded":
+        form = parse_qs(text)
+        if "payload" in form:
+            try:
+                return json.loads(form["payload"][0])
+            except json.JSONDecodeError:
+                return form["payload"][0]
+        return {k: v[0] if len(v) == 1 else v for k, v in form.items()}
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+async def receive_webhook(request: Request) -> Response:
+    """A provider's delivery, as it sends it; the trigger's signature preset checks it."""
+    store = trigger_store(request)
+    trigger_id = request.path_params["trigger_id"]
+    try:
+        trigger = await store.get(trigger_id)
+    except NotFound:
+        raise NotFound(f"no webhook trigger {trigger_id!r}", field="trigger_id") from None
+    if trigger.type != TriggerType.WEBHOOK:
+        raise NotFound(f"no webhook trigger {trigger_id!r}", field="trigger_id")
+    raw = await request.body()
+    auth = trigger.webhook_auth()
+    now = time.time()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        verify(auth, headers, raw, now)
+    except SignatureError as exc:
+        raise Unauthorized(f"webhook signature rejected: {exc}", field="signature") from None
+    if not trigger.enabled:
+        raise Conflict(f"trigger {trigger.id!r} is disabled; the delivery started nothing", field="trigger_id")
+    payload = _webhook_payload(request, raw)
+    delivery = delivery_id(auth, headers, payload)
+    fire = firing(request)
+    result = await fire.fire(
+        Fire(
+            template_id=trigger.workflow_id,
+            template=await fire.template(trigger.workflow_id),
+            origin=Origin(kind="webhook", trigger_id=trigger.id, template_id=trigger.workflow_id, fired_at=now,
+                          event_id=delivery),
+            now=now,
+            trigger=trigger,
+            fire_key=f"delivery:{delivery}" if delivery else None,
+            payload=payload,
+            retention_s=retention_s(request),
+        )
+    )
+    body = {**result.view(), "duplicate": result.outcome == FireOutcome.DUPLICATE, "delivery_id": delivery,
+            "trigger_id": trigger.id}
+    return JSONResponse(body, status_code=202)
+
+
+routes = [
+    Route("/v1/events", publish_event, methods=["POST"]),
+    Route("/v1/hooks/{trigger_id}", receive_webhook, methods=["POST"]),
+]
