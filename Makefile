@@ -24,7 +24,8 @@ down: ## stop the stack, remove its containers and its redis (dockerd keeps runn
 status: ## what runs and what answers
 	scripts/stack.sh status
 
-demo: up ## run the example workflows against the running stack (it stays up: make down)
+demo: up ## build the example images if needed, run the example workflows on the running stack (it stays up: make down)
+	scripts/build_example_images.sh >/dev/null
 	$(PY) -m examples.demo
 
 test: bootstrap ## the whole suite: unit, integration, e2e (real Redis and Docker)

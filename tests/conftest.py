@@ -1,8 +1,9 @@
 """Session fixtures that start the real services the integration and e2e tiers run against.
 
 A missing service is a failure, never a skip: ``redis_server`` starts its own redis-server on a free loopback
-port, ``docker_host`` runs ``scripts/ensure_docker.sh`` (which reuses or starts the project's engine) and
-``base_image`` runs ``scripts/ensure_base_image.sh``. Unit tests request none of them and need nothing running.
+port, ``docker_host`` runs ``scripts/ensure_docker.sh`` (which reuses or starts the project's engine),
+``base_image`` runs ``scripts/ensure_base_image.sh`` and ``example_images`` runs
+``scripts/build_example_images.sh``. Unit tests request none of them and need nothing running.
 
 Every container a test creates carries the labels of ``test_labels`` (``io.agentainer.flow.test=1`` and this
 session's id); the session reaps its own at the end.
@@ -170,6 +171,19 @@ def base_image(docker_host: str) -> str:
             f"no base image (scripts/ensure_base_image.sh exit {result.returncode}):\n{result.stderr}"
         )
     return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def example_images(base_image: str, docker_host: str) -> list[str]:
+    """The examples' images (``agentainer-flow/wordcount:<content tag>``), built by
+    scripts/build_example_images.sh when missing or stale: offline, on ``base_image``, about a second
+    the first time and a skip afterwards."""
+    result = _run_script("build_example_images.sh", {**os.environ, "DOCKER_HOST": docker_host}, timeout_s=300)
+    if result.returncode != 0:
+        pytest.fail(
+            f"no example images (scripts/build_example_images.sh exit {result.returncode}):\n{result.stderr}"
+        )
+    return result.stdout.split()
 
 
 @pytest.fixture(scope="session")

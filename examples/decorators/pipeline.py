@@ -4,8 +4,9 @@ Every step below is a Python-function step: its body runs inside an ``agentainer
 container (python3 and its standard library only), through the pool's in-container agent. The class
 is plain Python, so :func:`agentainer_flow.run_locally` runs it in-process for unit tests.
 
-``load`` reads the orders from the workflow input, ``price`` prices each order (a map: one task per
-order) and counts them in the shared state, ``summarize`` (a reduce) adds them up, ``route`` (a
+``load`` reads the orders from the workflow input, ``price`` (an ``async def`` step) prices each
+order (a map: one task per order) and counts them in the shared state with ``await
+ctx.state.aincrement(...)``, ``summarize`` (a reduce) adds them up, ``route`` (a
 branch) picks ``big_day`` or ``quiet_day`` from the revenue, and ``report`` reads the state the
 others wrote.
 """
@@ -33,8 +34,9 @@ class OrderPipeline:
     async def price(self, ctx: Any) -> dict[str, Any]:
         order = ctx.item
         total = round(order["qty"] * order["unit_price"], 2)
-        ctx.state.increment("orders_seen")
-        ctx.state.append("priced", order["id"])
+        # An async step awaits the state: the event loop runs on during each round trip.
+        await ctx.state.aincrement("orders_seen")
+        await ctx.state.aappend("priced", order["id"])
         return {"id": order["id"], "total": total}
 
     @step(image=IMAGE, type="reduce", depends_on=[price])

@@ -1,9 +1,10 @@
 """The word counter as a full DAG: list -> map -> reduce -> branch, over the bundled texts.
 
-The same step scripts as :mod:`examples.wordcount.wordcount`, plus a ``branch`` the engine evaluates
-on the reduce step's output: corpora over ``threshold`` words get the ``long-summary`` step, the
-others ``short-summary``; the step not taken is skipped.
+The same image and step programs as :mod:`examples.wordcount.wordcount`, plus a ``branch`` the engine
+evaluates on the reduce step's output: corpora over ``threshold`` words get the ``long-summary`` step,
+the others ``short-summary`` (both run ``steps/summary.py``); the step not taken is skipped.
 
+    scripts/build_example_images.sh                      # once: agentainer-flow/wordcount, offline
     .venv/bin/python -m examples.wordcount.pipeline      # against a running stack (make up)
 """
 
@@ -13,13 +14,7 @@ import asyncio
 from typing import Any
 
 from agentainer_flow import Workflow, WorkflowClient
-from examples.wordcount.wordcount import IMAGE, TOP, documents, script
-
-SUMMARY = (
-    "import json,sys\n"
-    "d=json.load(sys.stdin)['input']\n"
-    "print(json.dumps(f\"{d['total_words']} words in {d['documents']} documents; top: {d['top'][0][0]}\"))"
-)
+from examples.wordcount.wordcount import IMAGE, TOP, documents, program
 
 REDUCED = {"$path": "steps.reduce.output"}  # the summary steps' input: what the reduce step produced
 
@@ -32,17 +27,17 @@ def definition(threshold: int = 1000, max_parallel: int = 4) -> dict[str, Any]:
         "input": {"documents": documents(), "top": TOP},
         "config": {"max_parallel": max_parallel, "timeout": "5m"},
         "steps": [
-            {"id": "list", "command": script("list_documents"), **container},
+            {"id": "list", "command": program("list_documents"), **container},
             {
                 "id": "count",
                 "type": "map",
                 "items": "steps.list.output",
                 "depends_on": ["list"],
-                "command": script("count_words"),
+                "command": program("count_words"),
                 "retry": {"max_attempts": 2, "initial_delay_s": 0.2},
                 **container,
             },
-            {"id": "reduce", "type": "reduce", "depends_on": ["count"], "command": script("top_words"), **container},
+            {"id": "reduce", "type": "reduce", "depends_on": ["count"], "command": program("top_words"), **container},
             {
                 "id": "size",
                 "type": "branch",
@@ -51,8 +46,8 @@ def definition(threshold: int = 1000, max_parallel: int = 4) -> dict[str, Any]:
                 "then": ["long-summary"],
                 "else": ["short-summary"],
             },
-            {"id": "long-summary", "command": ["python3", "-c", SUMMARY], "input": REDUCED, **container},
-            {"id": "short-summary", "command": ["python3", "-c", SUMMARY], "input": REDUCED, **container},
+            {"id": "long-summary", "command": program("summary"), "input": REDUCED, **container},
+            {"id": "short-summary", "command": program("summary"), "input": REDUCED, **container},
         ],
     }
 

@@ -1,14 +1,18 @@
 """The MapReduce word counter: a list step, a map over documents, a reduce to the top words.
 
-Every step is a real container step (``agentainer-flow/python:3.11``) running one of the scripts in
-``steps/`` with ``python3 -c``: the script's source travels in the command, the task's input document
-arrives on stdin, its JSON output leaves on stdout. Step containers run with network ``none`` and see
-nothing of this machine, so the bundled texts (``data/*.txt``) travel in the workflow input.
+Every step is a real container step running one of the programs in ``steps/`` from the example's
+image, ``agentainer-flow/wordcount:<content tag>`` (``Dockerfile``: the base image with ``steps/*.py``
+copied to ``/app``), e.g. ``python3 /app/count_words.py``. The task's input document arrives on stdin,
+its JSON output leaves on stdout. ``scripts/build_example_images.sh`` builds the image, offline, when it
+is missing (``make demo`` and the tests run it); the tag is a hash of the programs
+(:mod:`examples.images`), so an edited program is a new image. Step containers run with network
+``none`` and see nothing of this machine, so the bundled texts (``data/*.txt``) travel in the workflow
+input.
 
 The URL variant serves ``data/`` from a small ``http.server`` on 127.0.0.1 and hands the map step URLs
 instead; its steps use network ``host`` to reach it.
 
-Run it against a running stack (``make up``)::
+Run it against a running stack (``make up``), after ``scripts/build_example_images.sh``::
 
     .venv/bin/python -m examples.wordcount.wordcount            # bundled texts
     .venv/bin/python -m examples.wordcount.wordcount --urls     # the same texts over HTTP
@@ -30,17 +34,21 @@ from pathlib import Path
 from typing import Any
 
 from agentainer_flow import MapReduceConfig, Workflow, WorkflowClient
+from examples.images import reference
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 STEPS = HERE / "steps"
-IMAGE = "agentainer-flow/python:3.11"
+IMAGE = reference("wordcount")  # agentainer-flow/wordcount:<hash of Dockerfile and steps/*.py>
+APP = "/app"  # where the Dockerfile puts steps/*.py
 TOP = 10
 
 
-def script(name: str) -> list[str]:
-    """``python3 -c <source of steps/name.py>``: the step's code travels with the definition."""
-    return ["python3", "-c", (STEPS / f"{name}.py").read_text()]
+def program(name: str) -> list[str]:
+    """The command running ``steps/<name>.py`` in the image: ``python3 /app/<name>.py``."""
+    if not (STEPS / f"{name}.py").is_file():
+        raise FileNotFoundError(f"examples/wordcount/steps/{name}.py does not exist")
+    return ["python3", f"{APP}/{name}.py"]
 
 
 def documents() -> list[dict[str, str]]:
@@ -64,9 +72,9 @@ def config(
         pool_size=max_parallel,
         timeout="5m",
         step_timeout=60,
-        list_command=script("list_documents"),
-        mapper_command=script("count_words"),
-        reducer_command=script("top_words"),
+        list_command=program("list_documents"),
+        mapper_command=program("count_words"),
+        reducer_command=program("top_words"),
         input_data=data,
         network="host" if urls is not None else None,
     )

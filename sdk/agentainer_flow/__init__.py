@@ -6,7 +6,7 @@ See docs/sdk.md. Nothing here imports the server packages; the dependencies are 
 from agentainer_flow._base import LineStream
 from agentainer_flow.branching import all_of, any_of, branch, decision, not_, when
 from agentainer_flow.client import WorkflowClient
-from agentainer_flow.context import MemoryState, StepContext
+from agentainer_flow.context import MemoryState, StepContext, WorkflowState
 from agentainer_flow.decorators import step, workflow
 from agentainer_flow.definition import definition_of
 from agentainer_flow.errors import (
@@ -60,6 +60,7 @@ __all__ = [
     "WorkflowClient",
     "WorkflowError",
     "WorkflowExecution",
+    "WorkflowState",
     "WorkflowStatus",
     "WorkflowTimeoutError",
     "__version__",

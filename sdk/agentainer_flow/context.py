@@ -4,10 +4,10 @@ Stdlib only and Python 3.9-compatible: this file's source is shipped inside ever
 module (see :mod:`agentainer_flow.shipping`), because step containers have neither this package nor
 its dependencies. Inside a container the pool's agent hands over its own minimal context (ids, the
 task's input document, a synchronous ``state`` over the agent channel, a logger); the generated entry
-function wraps it with :meth:`StepContext.from_agent`. The local runner builds the same class with
-:class:`MemoryState`, so a step sees one API in both places.
+function wraps it with :meth:`StepContext.from_agent`, and its state with :class:`ThreadedState`. The
+local runner builds the same class with :class:`MemoryState`, so a step sees one API in both places.
 
-The API (all synchronous, also inside ``async def`` steps)::
+The API::
 
     ctx.workflow_id, ctx.workflow_name, ctx.step_id, ctx.task_id, ctx.index, ctx.attempt
     ctx.input            the step's input (its ``input`` templates resolved, else the workflow input)
@@ -17,15 +17,21 @@ The API (all synchronous, also inside ``async def`` steps)::
     ctx.deps             {dependency step id: its output}
     ctx.state.get(key, default=None) / set(key, value) / increment(key, by=1) / append(key, value)
     ctx.state.delete(key)
+    await ctx.state.aget(...) / aset / aincrement / aappend / adelete
+                         the same operations as awaitables, for ``async def`` steps: the event loop
+                         keeps running while the round trip to the state store is in flight
     ctx.log              a logging.Logger; its lines (and print()) end up in the step's log tail
     ctx.env              the task's environment variables
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 
@@ -62,7 +68,7 @@ class StepContext:
         self.item = item
         self.items = items
         self.deps: dict[str, Any] = dict(deps or {})
-        self.state = state if state is not None else MemoryState()
+        self.state: WorkflowState = _as_state(state)
         self.log = log if log is not None else logging.getLogger("flow.step." + step_id)
         self.env: dict[str, str] = dict(env or {})
         self.traceparent = traceparent
@@ -105,8 +111,108 @@ def _json_copy(value: Any) -> Any:
         raise ValueError(f"state values must be JSON: {exc}") from exc
 
 
-class MemoryState:
-    """Workflow state in a dict, with the semantics of the server's state operations."""
+class WorkflowState:
+    """``ctx.state``: the workflow's shared state, JSON values under string keys.
+
+    Each operation comes twice: synchronous (``get``, ``set``, ``increment``, ``append``, ``delete``)
+    and awaitable (``aget``, ``aset``, ``aincrement``, ``aappend``, ``adelete``). Each call is one
+    atomic operation on the server; a read followed by a write is not (use ``increment`` or
+    ``append`` for counters and lists that several tasks update).
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` when there is none."""
+        raise NotImplementedError
+
+    def set(self, key: str, value: Any) -> Any:
+        """Store ``value`` (JSON) under ``key``; returns the stored value."""
+        raise NotImplementedError
+
+    def increment(self, key: str, by: float = 1) -> Any:
+        """Add ``by`` to the number under ``key`` (missing: 0); returns the new number."""
+        raise NotImplementedError
+
+    def append(self, key: str, value: Any) -> Any:
+        """Append ``value`` to the list under ``key`` (missing: []); returns the new list."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it is missing)."""
+        raise NotImplementedError
+
+    async def _run(self, op: Callable[..., Any], *args: Any) -> Any:
+        """Run one synchronous operation for its awaitable form (overridden where it blocks)."""
+        return op(*args)
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        """``await ctx.state.aget(key)``: :meth:`get` without blocking the event loop."""
+        return await self._run(self.get, key, default)
+
+    async def aset(self, key: str, value: Any) -> Any:
+        """``await ctx.state.aset(key, value)``: :meth:`set` without blocking the event loop."""
+        return await self._run(self.set, key, value)
+
+    async def aincrement(self, key: str, by: float = 1) -> Any:
+        """``await ctx.state.aincrement(key)``: :meth:`increment` without blocking the event loop."""
+        return await self._run(self.increment, key, by)
+
+    async def aappend(self, key: str, value: Any) -> Any:
+        """``await ctx.state.aappend(key, value)``: :meth:`append` without blocking the event loop."""
+        return await self._run(self.append, key, value)
+
+    async def adelete(self, key: str) -> None:
+        """``await ctx.state.adelete(key)``: :meth:`delete` without blocking the event loop."""
+        await self._run(self.delete, key)
+
+
+class ThreadedState(WorkflowState):
+    """A :class:`WorkflowState` over a synchronous backend whose calls block (the agent's channel).
+
+    The synchronous methods call the backend directly. The awaitable ones use the backend's own
+    ``aget``/``aset``/... when it has them, and otherwise run the blocking call in the running loop's
+    default executor, so other coroutines of the step go on while the state store answers.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.backend.get(key, default)
+
+    def set(self, key: str, value: Any) -> Any:
+        return self.backend.set(key, value)
+
+    def increment(self, key: str, by: float = 1) -> Any:
+        return self.backend.increment(key, by)
+
+    def append(self, key: str, value: Any) -> Any:
+        return self.backend.append(key, value)
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(key)
+
+    async def _run(self, op: Callable[..., Any], *args: Any) -> Any:
+        native = getattr(self.backend, "a" + op.__name__, None)
+        if native is not None and inspect.iscoroutinefunction(native):
+            return await native(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, op, *args)
+
+    def __repr__(self) -> str:
+        return f"<ThreadedState over {type(self.backend).__name__}>"
+
+
+def _as_state(state: Any) -> WorkflowState:
+    if state is None:
+        return MemoryState()
+    return state if isinstance(state, WorkflowState) else ThreadedState(state)
+
+
+class MemoryState(WorkflowState):
+    """Workflow state in a dict, with the semantics of the server's state operations.
+
+    Its awaitable forms yield to the event loop once before they act, as a real round trip would:
+    concurrent tasks of a step interleave around them locally as they do in a container.
+    """
 
     def __init__(self, initial: dict[str, Any] | None = None) -> None:
         self.data: dict[str, Any] = _json_copy(dict(initial or {}))
@@ -140,3 +246,7 @@ class MemoryState:
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.data)
+
+    async def _run(self, op: Callable[..., Any], *args: Any) -> Any:
+        await asyncio.sleep(0)
+        return op(*args)

@@ -6,7 +6,9 @@ steps call the method once per item (``ctx.item``, ``ctx.index``), reduce steps 
 branch and decision steps pick their targets and the others are skipped, a failed step fails the run
 (``fail_fast``) or only skips its dependents (``continue``, or ``continue_on_error`` on the step),
 retries re-call the method. ``ctx`` is the same :class:`~agentainer_flow.context.StepContext` as in a
-container, over a :class:`~agentainer_flow.context.MemoryState`. Outputs must be JSON, as there.
+container, over a :class:`~agentainer_flow.context.MemoryState` (whose awaitable forms,
+``await ctx.state.aincrement(...)`` and the rest, yield to the event loop once, as a round trip to the
+server would). Outputs must be JSON, as there.
 Differences: no containers, no images, no retry delays; a step with a ``command`` calls its method
 body instead (as a local stand-in), and ``print`` goes to this process's stdout.
 """

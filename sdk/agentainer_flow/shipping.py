@@ -117,7 +117,7 @@ def _flow_install_stub():
     names = dict(AgentainerError=AgentainerError, ClientError=ClientError, ValidationError=ValidationError,
                  TransportError=TransportError, WorkflowError=WorkflowError,
                  WorkflowTimeoutError=WorkflowTimeoutError, StepContext=context.StepContext,
-                 MemoryState=context.MemoryState)
+                 MemoryState=context.MemoryState, WorkflowState=context.WorkflowState)
 
     def _getattr(name, _prefix="agentainer_flow"):
         if name.startswith("__"):

@@ -17,6 +17,9 @@ from examples.decorators.pipeline import SAMPLE_ORDERS, OrderPipeline
 from examples.wordcount import wordcount
 from tests.e2e.conftest import Stack
 
+# The word counter's steps run in agentainer-flow/wordcount, built by scripts/build_example_images.sh.
+pytestmark = pytest.mark.usefixtures("example_images")
+
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[WorkflowClient]:
@@ -31,6 +34,8 @@ async def test_wordcount_on_bundled_texts_matches_the_scripts_run_locally(client
     assert wf.step("map").total == 5 and len(wf.step("map").tasks) == 5
     assert wf.step("reduce").output == wordcount.expected()
     assert "5 documents" in wordcount.report(wf)
+    ran = [(s["image"], s["command"]) for s in (wf.definition or {})["steps"]]
+    assert ran == [(wordcount.IMAGE, ["python3", f"/app/{name}.py"]) for name in ("list_documents", "count_words", "top_words")]
 
 
 async def test_wordcount_over_urls_served_from_loopback(client: WorkflowClient) -> None:

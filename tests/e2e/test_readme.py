@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import REPO, Stack
 
 README = (REPO / "README.md").read_text()
@@ -41,6 +43,7 @@ def test_readme_curl_commands_run_a_workflow(stack: Stack) -> None:
     assert body["steps"][0]["output"] == "hello world"
 
 
+@pytest.mark.usefixtures("example_images")  # the quick start runs the word counter in its image
 def test_readme_python_quick_start(stack: Stack) -> None:
     block = re.search(r"```python\n(.*?)```", README, re.S)
     assert block is not None
