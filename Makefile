@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE_PACKAGES := flowcore gateway workers pool scheduler sdk/agentainer_flow
 
-.PHONY: help bootstrap up down status demo test test-unit test-integration test-e2e lint bench clean
+.PHONY: help bootstrap up down status demo test test-unit test-integration test-e2e lint bench loadtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: bootstrap ## ruff, then mypy --strict on the source packages (both run; fa
 
 bench: up ## start the stack if needed, measure the hot path side by side, write BENCHMARKS.md
 	$(PY) -m bench
+
+loadtest: up ## start the stack if needed, run the locust scenarios, check the counts, update BENCHMARKS.md
+	$(PY) -m loadtests.run --time $${LOADTEST_TIME:-20s}
 
 clean: ## remove caches and build output (keeps .venv, .flow data and images; `make down` first)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist test-artifacts

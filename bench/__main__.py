@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench.measure import IMAGE, RunResult, chain, fan_map, pct, run_workflow, summary
+from bench.sections import keep_others
 
 
 def dispatch_latency_ms(pool_url: str, mode: str, n: int, function: bool = False) -> list[float]:
@@ -155,7 +156,9 @@ it) / tasks: what the gateway, engine commits, the arq hop and the worker -> poo
 step on top of running it. Chain steps run `echo 1`; map items run `python3 -c` (read the item, print
 it doubled); dispatch latency is measured with the command `true`.
 """
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    # Keep the sections other commands write (make loadtest's), replace the rest.
+    out.write_text(keep_others(out.read_text() if out.exists() else "", text))
     print(text)
 
 

@@ -123,3 +123,21 @@ def test_signed_github_webhook_runs_a_workflow(stack: Stack) -> None:
         out: Any = {s["id"]: s for s in result["steps"]}["echo"]["output"]
         assert out == {"ref": "refs/heads/main", "commits": [{"id": "abc"}]}
         assert api.get(f"/v1/triggers/{tr['id']}").json()["run_count"] == 1
+
+
+async def test_docs_triggers_python_example(stack: Stack, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    import textwrap
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "triggers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```\n<!-- runs: stack -->", doc, re.S)
+    assert len(blocks) == 1, "docs/triggers.md lost its Python example"
+    monkeypatch.setenv("FLOW_URL", stack.url)
+    monkeypatch.setenv("FLOW_TOKEN", stack.token)
+    namespace: dict[str, Any] = {}
+    exec("async def _example():\n" + textwrap.indent(blocks[0], "    "), namespace)
+    await namespace["_example"]()
+    out = capsys.readouterr().out
+    assert "next run: " in out and "['schedule', 'event', 'webhook']" in out
