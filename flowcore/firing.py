@@ -12,11 +12,13 @@ the key (or the moved ``next_run``) and starts nothing.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, WatchError
 
 from flowcore import engine
@@ -31,6 +33,18 @@ from flowcore.triggers import Trigger, merge_input
 RUNS_KEPT = 1000
 MAX_RETRIES = 50
 SKIP_PREFIX = "skip:"
+LUA_MAX_ARGS = 4000
+
+# One round trip for the common idempotent fire (an event or delivery id, no overlap check, not a
+# schedule): if the fire key exists answer it, else set it and apply the queued commands, atomically.
+_FIRE_ONCE = """
+local old = redis.call('GET', KEYS[1])
+if old then return old end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local commands = cjson.decode(ARGV[3])
+for i = 1, #commands do redis.call(unpack(commands[i])) end
+return false
+"""
 
 
 class FireOutcome(str, enum.Enum):
@@ -84,6 +98,7 @@ class Firing:
         self.store = WorkflowStore(redis, keys)
         # A workflow's definition never changes once created, so templates are cached by id.
         self._templates: dict[str, WorkflowDefinition] = {}
+        self._script: AsyncScript | None = None
 
     async def template(self, workflow_id: str) -> WorkflowDefinition:
         """The definition of template workflow ``workflow_id`` (NotFound when it is gone)."""
@@ -100,7 +115,11 @@ class Firing:
         self._templates.pop(workflow_id, None)
 
     async def fire(self, fire: Fire) -> FireResult:
+        trigger = fire.trigger
+        simple = fire.fire_key and fire.due_at is None and not (trigger and trigger.spec.config.skip_if_running)
         try:
+            if simple and (done := await self._fire_once(fire)) is not None:
+                return done
             async with self.redis.pipeline(transaction=True) as pipe:
                 for _ in range(MAX_RETRIES):
                     try:
@@ -110,6 +129,40 @@ class Firing:
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
         raise ServiceUnavailable("the trigger is too contended to fire; retry")
+
+    async def _fire_once(self, fire: Fire) -> FireResult | None:
+        """The Lua path: the same writes as :meth:`_attempt`, committed by :data:`_FIRE_ONCE`;
+        ``None`` when a command is too long for Lua (a template of thousands of steps)."""
+        assert fire.fire_key is not None
+        recorder = self.redis.pipeline(transaction=True)
+        wf_id = self._start(recorder, fire)
+        if fire.trigger:
+            self._counters(recorder, fire.trigger, fire, wf_id)
+        encoder = self.redis.connection_pool.get_encoder()
+        commands = [[encoder.encode(a).decode() for a in args] for args, _ in recorder.command_stack]
+        await recorder.reset()
+        if any(len(c) > LUA_MAX_ARGS for c in commands):  # Lua's unpack() has a bounded stack
+            return None
+        tid = fire.trigger.id if fire.trigger else f"wf:{fire.template_id}"
+        if self._script is None:
+            self._script = self.redis.register_script(_FIRE_ONCE)
+        old = await self._script(
+            keys=[self.keys.fire(tid, fire.fire_key)],
+            args=[wf_id, int(fire.retention_s), json.dumps(commands, separators=(",", ":"))],
+        )
+        if old is None:
+            return FireResult(FireOutcome.STARTED, wf_id)
+        value = _s(old)
+        if value.startswith(SKIP_PREFIX):
+            return FireResult(FireOutcome.DUPLICATE, None, value[len(SKIP_PREFIX) :])
+        return FireResult(FireOutcome.DUPLICATE, value)
+
+    def _counters(self, pipe: Pipeline, trigger: Trigger, fire: Fire, wf_id: str) -> None:
+        k = self.keys
+        pipe.hincrby(k.trigger(trigger.id), "run_count", 1)
+        pipe.hset(k.trigger(trigger.id), mapping={"last_run": repr(fire.now), "last_workflow_id": wf_id})
+        pipe.zadd(k.trigger_runs(trigger.id), {wf_id: int(fire.now * 1000)})
+        pipe.zremrangebyrank(k.trigger_runs(trigger.id), 0, -(RUNS_KEPT + 1))
 
     async def _attempt(self, pipe: Pipeline, fire: Fire) -> FireResult:
         k, trigger = self.keys, fire.trigger
@@ -163,10 +216,7 @@ class Firing:
         if fire_key:
             pipe.set(fire_key, wf_id, ex=int(fire.retention_s))
         if trigger:
-            pipe.hincrby(k.trigger(trigger.id), "run_count", 1)
-            pipe.hset(k.trigger(trigger.id), mapping={"last_run": repr(fire.now), "last_workflow_id": wf_id})
-            pipe.zadd(k.trigger_runs(trigger.id), {wf_id: int(fire.now * 1000)})
-            pipe.zremrangebyrank(k.trigger_runs(trigger.id), 0, -(RUNS_KEPT + 1))
+            self._counters(pipe, trigger, fire, wf_id)
         await pipe.execute()
         return FireResult(FireOutcome.STARTED, wf_id)
 

@@ -27,7 +27,7 @@ TEMPLATE = {"name": "on-upload", "input": {"mode": "full"}, "steps": [{"id": "a"
 
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = GatewaySettings(redis={"url": redis_url}, max_body_bytes=16 * 1024)
+    settings = GatewaySettings(redis={"url": redis_url}, max_body_bytes=512 * 1024)
     conn = Redis.from_url(redis_url)
     app = create_app(settings, redis=conn)
     async with app.router.lifespan_context(app):
@@ -257,7 +257,7 @@ async def test_stripe_expired_signature_and_oversized_body(api: httpx.AsyncClien
         old = sign(auth, body, timestamp=int(time.time()) - 3600)
         r = await hook.post(tr["webhook_url"], content=body, headers=old)
         assert r.status_code == 401 and "tolerance" in r.json()["message"]
-        big = b'{"pad": "' + b"x" * 20_000 + b'"}'
+        big = b'{"pad": "' + b"x" * 600_000 + b'"}'
         r = await hook.post(tr["webhook_url"], content=big, headers=sign(auth, big, timestamp=int(time.time())))
         assert r.status_code == 413
         r = await hook.post("/v1/hooks/tr-unknown", content=body)
@@ -271,3 +271,17 @@ async def test_deleting_a_template_deletes_its_triggers(api: httpx.AsyncClient) 
     assert (await api.delete(f"/v1/workflows/{wf}")).status_code == 204
     assert (await api.get(f"/v1/triggers/{tr['id']}")).status_code == 404
     assert (await api.get("/v1/triggers")).json()["total"] == 0
+
+
+async def test_a_template_too_big_for_the_lua_fire_takes_the_watch_path(api: httpx.AsyncClient) -> None:
+    # 2,100 independent steps: their records are one HSET of 4,200 arguments, past Lua's unpack() bound.
+    steps = [{"id": f"s{i}", **STEP} for i in range(2100)]
+    r = await api.post("/v1/workflows", json={"name": "wide", "steps": steps, "config": {"max_parallel": 5}})
+    assert r.status_code == 201, r.text
+    wf = r.json()["id"]
+    first = await api.post(f"/v1/workflows/{wf}/trigger", headers={"Idempotency-Key": "wide-1"})
+    again = await api.post(f"/v1/workflows/{wf}/trigger", headers={"Idempotency-Key": "wide-1"})
+    assert first.status_code == 201 and again.json()["workflow_id"] == first.json()["workflow_id"]
+    got = (await api.get(f"/v1/workflows/{first.json()['workflow_id']}")).json()
+    assert got["status"] == "running" and len(got["steps"]) == 2100
+    assert sum(len(s.get("tasks", [])) for s in got["steps"]) == 5, got["steps"][:7]  # max_parallel honoured
