@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE_PACKAGES := flowcore gateway workers pool scheduler sdk/agentainer_flow
 
-.PHONY: help bootstrap up down status demo test test-unit test-integration test-e2e lint bench loadtest clean
+.PHONY: help bootstrap up down status demo screenshot test test-unit test-integration test-e2e lint bench loadtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ status: ## what runs and what answers
 demo: up ## build the example images if needed, run the example workflows on the running stack (it stays up: make down)
 	scripts/build_example_images.sh >/dev/null
 	$(PY) -m examples.demo
+
+screenshot: up ## start the stack if needed, regenerate docs/img/dashboard-workflow.png in headless Chromium
+	$(PY) scripts/screenshot_dashboard.py
 
 test: bootstrap ## the whole suite: unit, integration, e2e (real Redis and Docker)
 	$(VENV)/bin/pytest

@@ -457,6 +457,8 @@ def complete(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: st
     task.pool_service = result.pool_service
     task.acquire_ms = result.timings.acquire_ms
     task.exec_ms = result.timings.exec_ms
+    task.cpu_time_s = result.cpu_time_s
+    task.peak_memory_bytes = result.peak_memory_bytes
     t.touch_task(task)
     if snap.status != WorkflowStatus.RUNNING:
         return t.plan

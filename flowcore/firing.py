@@ -28,6 +28,7 @@ from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.records import Origin, Snapshot
 from flowcore.store import WorkflowStore, new_workflow_id
+from flowcore.tracing import WorkflowRoot
 from flowcore.triggers import Trigger, merge_input
 
 RUNS_KEPT = 1000
@@ -135,7 +136,7 @@ class Firing:
         ``None`` when a command is too long for Lua (a template of thousands of steps)."""
         assert fire.fire_key is not None
         recorder = self.redis.pipeline(transaction=True)
-        wf_id = self._start(recorder, fire)
+        wf_id, root = self._start(recorder, fire)
         if fire.trigger:
             self._counters(recorder, fire.trigger, fire, wf_id)
         encoder = self.redis.connection_pool.get_encoder()
@@ -151,6 +152,7 @@ class Firing:
             args=[wf_id, int(fire.retention_s), json.dumps(commands, separators=(",", ":"))],
         )
         if old is None:
+            root.end(wf_id)
             return FireResult(FireOutcome.STARTED, wf_id)
         value = _s(old)
         if value.startswith(SKIP_PREFIX):
@@ -212,12 +214,13 @@ class Firing:
             if skip_reason:
                 return FireResult(FireOutcome.SKIPPED, None, "running")
             return FireResult(FireOutcome.SKIPPED, None, "missed")
-        wf_id = self._start(pipe, fire)
+        wf_id, root = self._start(pipe, fire)
         if fire_key:
             pipe.set(fire_key, wf_id, ex=int(fire.retention_s))
         if trigger:
             self._counters(pipe, trigger, fire, wf_id)
         await pipe.execute()
+        root.end(wf_id)
         return FireResult(FireOutcome.STARTED, wf_id)
 
     def _account(self, pipe: Pipeline, fire: Fire, trigger: Trigger, finished: list[str], *, skipped: bool) -> None:
@@ -235,8 +238,11 @@ class Firing:
             pipe.hset(k.trigger(trigger.id), "next_run", repr(fire.next_run))
             pipe.zadd(k.triggers_due, {trigger.id: int(fire.next_run * 1000)})
 
-    def _start(self, pipe: Pipeline, fire: Fire) -> str:
-        """Queue the new workflow's record and its start plan; returns its id."""
+    def _start(self, pipe: Pipeline, fire: Fire) -> tuple[str, WorkflowRoot]:
+        """Queue the new workflow's record and its start plan; returns its id and its root span.
+
+        The root span is ended (exported) only once the transaction committed.
+        """
         trigger = fire.trigger
         definition = fire.template.model_copy(
             update={
@@ -246,7 +252,10 @@ class Firing:
             }
         )
         wf_id = new_workflow_id()
-        self.store.write_new(pipe, wf_id, definition, fire.origin, fire.now)
+        root = WorkflowRoot(
+            definition.name, origin_kind=fire.origin.kind, trigger_id=fire.origin.trigger_id, start_s=fire.now
+        )
+        self.store.write_new(pipe, wf_id, definition, fire.origin, fire.now, trace=root.traceparent)
         snap = Snapshot(
             wf_id=wf_id,
             definition=definition,
@@ -254,7 +263,8 @@ class Firing:
             input=definition.input,
             created_at=fire.now,
             origin=fire.origin,
+            trace=root.traceparent,
         )
         plan = engine.start(snap, EngineEnv(now=fire.now))
         self.store.write_plan(pipe, plan)
-        return wf_id
+        return wf_id, root

@@ -5,12 +5,16 @@ All keys start with the configured prefix (default ``flow``) so several stacks c
 Workflows
     ``{p}:wf:{id}``             hash   record fields: ``definition`` (JSON), ``status``, ``created_at``,
                                        ``started_at``, ``finished_at``, ``error``, ``origin`` (JSON),
-                                       ``version`` (bumped by every engine commit)
+                                       ``version`` (bumped by every engine commit), ``trace`` (the
+                                       W3C traceparent of the workflow's root span, when traced)
     ``{p}:wf:{id}:steps``       hash   step id -> StepRecord JSON
     ``{p}:wf:{id}:tasks``       hash   ``{step}:{index}`` -> TaskRecord JSON (one per container task)
     ``{p}:wf:{id}:state``       hash   user state key -> JSON value
     ``{p}:wf:{id}:events``      stream progress events (status changes, step events), capped
-    ``{p}:wf:{id}:logs``        stream log lines of the workflow's tasks, capped
+    ``{p}:wf:{id}:logs``        stream log lines of the workflow's tasks (fields of ``flowcore.logstream.LogLine``:
+                                       step_id, index, attempt, stream, line, ts), capped at ~10,000
+    ``{p}:wf:{id}:spans``       list   finished trace spans (JSON) of the workflow, last N, expiring after
+                                       the span retention (:mod:`flowcore.tracing_store`)
     ``{p}:wfs``                 zset   every workflow id, score = created_at (ms)
     ``{p}:wfs:status:{status}`` zset   workflow ids by status, score = created_at (ms)
 
@@ -37,6 +41,11 @@ Pools and agents
     ``{p}:pools:services``      hash   pool service id -> registration JSON (url, capacity, warm keys)
     ``{p}:pools:heartbeat``     zset   pool service id -> last heartbeat (ms)
     ``{p}:agents``              hash   agent id -> agent record JSON
+
+Dashboard
+    ``{p}:ui:session:{digest}`` hash   a browser session: ``csrf`` token, ``created_at``; the key holds the
+                                       SHA-256 of the cookie's session id (never the id itself) and
+                                       expires with the session
 
 The arq queue uses arq's own keys (``arq:queue``, ``arq:job:*``, ``arq:in-progress:*``), with the
 queue name ``{p}:queue``.
@@ -70,6 +79,9 @@ class Keyspace:
     def logs(self, wf_id: str) -> str:
         return f"{self.prefix}:wf:{wf_id}:logs"
 
+    def spans(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:spans"
+
     def containers(self, wf_id: str) -> str:
         return f"{self.prefix}:containers:{wf_id}"
 
@@ -82,6 +94,7 @@ class Keyspace:
             self.state(wf_id),
             self.events(wf_id),
             self.logs(wf_id),
+            self.spans(wf_id),
             self.containers(wf_id),
         ]
 
@@ -144,6 +157,10 @@ class Keyspace:
     @property
     def agents(self) -> str:
         return f"{self.prefix}:agents"
+
+    # dashboard
+    def ui_session(self, digest: str) -> str:
+        return f"{self.prefix}:ui:session:{digest}"
 
 
 def lease_member(wf_id: str, step_id: str, index: int, token: str) -> str:

@@ -2,7 +2,10 @@
 
 ``POST /v1/tasks`` takes a :class:`TaskRequest` and answers a :class:`TaskResult` once the task has
 finished (HTTP 200 even when the step itself failed: the step's failure is data, not a transport
-error). ``DELETE /v1/tasks/{task_id}`` kills a running task. Everything here is JSON.
+error). While it runs, the pool appends its output lines to the workflow's log stream
+(:mod:`flowcore.logstream`), tagged with the request's ``workflow_id``, ``step_id``, ``index`` and
+``attempt``; they are all there by the time the result is answered. ``DELETE /v1/tasks/{task_id}``
+kills a running task. Everything here is JSON.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class TaskRequest(_Wire):
     network: str = "none"
     mode: DispatchMode = DispatchMode.AUTO
     pool: PoolOptions | None = None
-    traceparent: str | None = None
+    traceparent: str | None = Field(None, description="W3C trace context; the step gets it as TRACEPARENT.")
+    tracestate: str | None = Field(None, description="W3C tracestate; the step gets it as TRACESTATE.")
     state_token: str | None = Field(None, description="Lets step code reach the workflow state.")
 
 
@@ -116,4 +120,11 @@ class TaskResult(_Wire):
     mode: DispatchMode = DispatchMode.COLD
     pool_key: str | None = None
     pool_service: str | None = None
+    pool_hit: bool | None = Field(None, description="A warm container served it (None: no pool was asked).")
     timings: TaskTimings = Field(default_factory=TaskTimings)
+    cpu_time_s: float | None = Field(
+        None, ge=0, description="User + system CPU seconds of the task; None where it cannot be measured."
+    )
+    peak_memory_bytes: int | None = Field(
+        None, ge=0, description="Peak resident memory of the task in bytes; None where it cannot be measured."
+    )

@@ -65,6 +65,8 @@ class TaskRecord(_Record):
     pool_service: str | None = None
     acquire_ms: float | None = None
     exec_ms: float | None = None
+    cpu_time_s: float | None = Field(None, description="User + system CPU seconds of the last attempt.")
+    peak_memory_bytes: int | None = Field(None, description="Peak resident memory of the last attempt, bytes.")
     history: list[AttemptSummary] = Field(default_factory=list)
 
     @property
@@ -117,3 +119,4 @@ class Snapshot:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     version: int = 0
+    trace: str | None = None  # traceparent of the workflow's root span (flowcore.tracing)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowcore.errors import ConfigError
@@ -26,10 +26,49 @@ class PoolClientSection(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0, description="Extra time over the step timeout.")
 
 
+TRACE_EXPORTERS = ("none", "console", "otlp", "redis")
+
+
+class TracingSection(BaseModel):
+    """OpenTelemetry of one process (docs/observability.md). Every span is sampled."""
+
+    exporter: str = Field(
+        "redis",
+        description="Comma-separated: none, console, otlp, redis (the span store the dashboard reads).",
+    )
+    otlp_endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces URL.")
+    otlp_headers: SecretStr = Field(SecretStr(""), description="Headers for the OTLP endpoint: 'k=v,k2=v2'.")
+    otlp_timeout_s: float = Field(10.0, gt=0, description="Bound on one OTLP export, retries included.")
+    service_name: str | None = Field(None, description="service.name; default flow-gateway, flow-worker, ...")
+    export_delay_ms: int = Field(1000, ge=10, le=60_000, description="Batching delay before spans are sent.")
+    store_max_spans: int = Field(5000, ge=10, description="Spans the Redis store keeps per workflow.")
+    store_retention_s: float = Field(7 * 86400.0, ge=60, description="Expiry of a workflow's stored spans.")
+
+    @field_validator("exporter")
+    @classmethod
+    def _exporters(cls, value: str) -> str:
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = [n for n in names if n not in TRACE_EXPORTERS]
+        if unknown:
+            raise ValueError(f"unknown exporter {unknown[0]!r}; use any of {', '.join(TRACE_EXPORTERS)}")
+        return ",".join(dict.fromkeys(names)) or "none"
+
+    @property
+    def exporters(self) -> tuple[str, ...]:
+        """The configured exporters; empty when tracing is off."""
+        return tuple(n for n in self.exporter.split(",") if n != "none")
+
+    def headers(self) -> dict[str, str]:
+        """``otlp_headers`` as a mapping (the OTEL_EXPORTER_OTLP_HEADERS format)."""
+        pairs = (p.split("=", 1) for p in self.otlp_headers.get_secret_value().split(",") if "=" in p)
+        return {k.strip(): v.strip() for k, v in pairs if k.strip()}
+
+
 class _Common(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOW_", env_nested_delimiter="__", extra="ignore")
     redis: RedisSection = Field(default_factory=RedisSection)
     log_level: str = "INFO"
+    tracing: TracingSection = Field(default_factory=TracingSection)
 
 
 class GatewaySettings(_Common):

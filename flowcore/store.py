@@ -64,20 +64,32 @@ class WorkflowStore:
         self.keys = keys
 
     # ---- create / read -----------------------------------------------------------------------
-    async def create(self, definition: WorkflowDefinition, *, origin: Origin | None = None) -> str:
+    async def create(
+        self, definition: WorkflowDefinition, *, origin: Origin | None = None, trace: str | None = None
+    ) -> str:
         wf_id = new_workflow_id()
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                self.write_new(pipe, wf_id, definition, origin or Origin(), time.time())
+                self.write_new(pipe, wf_id, definition, origin or Origin(), time.time(), trace=trace)
                 await pipe.execute()
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
         return wf_id
 
     def write_new(
-        self, pipe: Pipeline, wf_id: str, definition: WorkflowDefinition, origin: Origin, now: float
+        self,
+        pipe: Pipeline,
+        wf_id: str,
+        definition: WorkflowDefinition,
+        origin: Origin,
+        now: float,
+        *,
+        trace: str | None = None,
     ) -> None:
-        """Queue the commands that create a pending workflow record (inside the caller's MULTI)."""
+        """Queue the commands that create a pending workflow record (inside the caller's MULTI).
+
+        ``trace`` is the traceparent of the workflow's root span (:class:`flowcore.tracing.WorkflowRoot`).
+        """
         record = {
             "definition": definition.model_dump_json(by_alias=True),
             "status": WorkflowStatus.PENDING.value,
@@ -85,6 +97,8 @@ class WorkflowStore:
             "origin": origin.model_dump_json(),
             "version": "0",
         }
+        if trace:
+            record["trace"] = trace
         score = int(now * 1000)
         pipe.hset(self.keys.workflow(wf_id), mapping=record)
         pipe.zadd(self.keys.all_workflows, {wf_id: score})
@@ -114,6 +128,7 @@ class WorkflowStore:
             error=rec.get("error") or None,
             origin=Origin.model_validate_json(rec["origin"]) if rec.get("origin") else Origin(),
             version=int(rec.get("version", "0")),
+            trace=rec.get("trace") or None,
         )
 
     async def _read(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
@@ -210,7 +225,9 @@ class WorkflowStore:
             pipe.zadd(k.leases, plan.lease_add)
         for d in plan.dispatch:
             score = int(d.run_at * 1000) if d.run_at else now_ms
-            job_kwargs = {"workflow_id": wf_id, "step_id": d.step_id, "index": d.index, "token": d.token}
+            job_kwargs: dict[str, Any] = {"workflow_id": wf_id, "step_id": d.step_id, "index": d.index, "token": d.token}
+            if snap.trace:
+                job_kwargs["traceparent"] = snap.trace  # the step span's parent (flowcore.tracing)
             self._enqueue(pipe, task_job_id(wf_id, d.step_id, d.index, d.token), RUN_TASK, job_kwargs, score, now_ms)
         if plan.deadline_at is not None:
             score = int(plan.deadline_at * 1000) + 50

@@ -6,15 +6,29 @@ import logging
 
 import uvicorn
 
+from flowcore import tracing_setup
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
+
+SHUTDOWN_GRACE_S = 5
 
 
 def main() -> None:
     settings = GatewaySettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)  # raises ConfigError before binding when the config is unsafe
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False)
+    tracing = tracing_setup.configure(
+        settings.tracing, default_service="flow-gateway", redis_url=settings.redis.url, prefix=settings.redis.prefix
+    )
+    # Server-sent event streams never end by themselves: without a bound, a shutdown would wait for
+    # every open stream (clients reconnect with Last-Event-ID to another gateway or this one restarted).
+    try:
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
+    finally:
+        tracing.shutdown()  # flush the last spans
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ from flowcore.state import StateStore
 from flowcore.store import WorkflowStore
 from flowcore.triggerstore import TriggerStore
 from gateway import openapi
+from gateway.dashboard import pages as dashboard
+from gateway.dashboard.masking import MaskSecrets
+from gateway.dashboard.sessions import SessionStore
 from gateway.errors import HANDLERS
 from gateway.middleware import BodyLimit, TokenAuth
-from gateway.routes import intake, logs, metrics, pools, state, stream, triggers, workflows
+from gateway.routes import intake, logs, metrics, pools, retry, spans, state, stream, triggers, workflows
 
 API_VERSION = "1.0.0"
 
@@ -40,6 +43,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
     """Build the gateway. Refuses (ConfigError) a non-loopback bind without configured tokens."""
     tokens = settings.accepted_tokens()
     keys = Keyspace(settings.redis.prefix)
+    sessions = SessionStore(keys)  # the dashboard's; connected in the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -52,6 +56,8 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         app.state.triggers = TriggerStore(conn, keys)
         app.state.firing = Firing(conn, keys)
         app.state.pool_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        sessions.connect(conn)
+        app.state.sessions = sessions
         try:
             yield
         finally:
@@ -70,12 +76,15 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         *logs.routes,
         *metrics.routes,
         *stream.routes,
+        *retry.routes,
+        *spans.routes,
     ]
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *dashboard.routes()],  # the dashboard's pages stay out of the OpenAPI document
         middleware=[
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-            Middleware(TokenAuth, tokens=tokens),
+            Middleware(TokenAuth, tokens=tokens, sessions=sessions),
+            Middleware(MaskSecrets),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

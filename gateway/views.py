@@ -40,6 +40,8 @@ def task_view(task: TaskRecord) -> dict[str, Any]:
         "pool_service": task.pool_service,
         "acquire_ms": task.acquire_ms,
         "exec_ms": task.exec_ms,
+        "cpu_time_s": task.cpu_time_s,
+        "peak_memory_bytes": task.peak_memory_bytes,
         "attempts": [a.model_dump(mode="json") for a in task.history],
     }
 

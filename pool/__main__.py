@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from flowcore import tracing_setup
 from flowcore.settings import PoolSettings
 from pool.app import create_app
 
@@ -13,9 +14,15 @@ from pool.app import create_app
 def main() -> None:
     settings = PoolSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+    tracing = tracing_setup.configure(
+        settings.tracing, default_service="flow-pool", redis_url=settings.redis.url, prefix=settings.redis.prefix
     )
+    try:
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        )
+    finally:
+        tracing.shutdown()  # flush the last spans
 
 
 if __name__ == "__main__":

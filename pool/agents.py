@@ -3,12 +3,19 @@
 Records live in the Redis hash ``keys.agents`` (agent id -> :class:`AgentRecord` JSON); the
 container carries the usual labels plus ``io.agentainer.flow.kind=agent`` and
 ``io.agentainer.flow.agent=<id>``. Status is read from the engine on every ``get``/``list``.
+
+Agents outlive a restart of their pool service (unless it shut down without
+``keep_containers_on_shutdown``, which removes them): on start, :meth:`AgentService.adopt` matches
+the agent containers this service labelled with their records, rebuilds the record of a container
+whose record was lost, and marks ``lost`` the agents whose containers vanished meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +35,10 @@ from pool.runtime import (
     LABEL_WORKFLOW,
     ContainerRuntime,
     ContainerSpec,
+    ContainerState,
 )
 
+log = logging.getLogger(__name__)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -55,6 +64,31 @@ class AgentRecord(AgentSpec):
     service_id: str = ""
     created_at: str = ""
     updated_at: str = ""
+    reason: str | None = Field(None, description="Why the agent is lost, or how it was adopted.")
+
+
+GONE = ("removed", "lost")  # statuses of agents that have no container any more
+CONTAINER_PREFIX = "flow-agent-"
+
+
+@dataclass
+class Adoption:
+    """What :meth:`AgentService.adopt` found after a restart."""
+
+    adopted: list[str]  # agents whose container and record were both there
+    rebuilt: list[str]  # containers whose record was missing: a record was made from the container
+    lost: list[str]  # records whose container vanished
+
+
+def _status(state: ContainerState) -> str:
+    return "running" if state.running else ("stopped" if state.status == "exited" else state.status)
+
+
+def _name_of(state: ContainerState, agent_id: str) -> str:
+    """The agent's name from its container's (``flow-agent-<id suffix>-<name>``)."""
+    prefix = f"{CONTAINER_PREFIX}{agent_id[6:]}-"
+    name = state.name[len(prefix) :] if state.name.startswith(prefix) else ""
+    return name or agent_id
 
 
 def _now() -> str:
@@ -82,16 +116,17 @@ class AgentService:
         return AgentRecord.model_validate_json(raw)
 
     async def _refresh(self, record: AgentRecord) -> AgentRecord:
-        if record.container_id is None:
+        if record.container_id is None or record.status in GONE:
             return record
         try:
             state = await self._runtime.inspect(record.container_id)
         except NotFound:
-            status = "removed"
+            status = "lost"
+            record.reason = "its container is gone (removed outside Agentainer Flow)"
         except FlowError:
             return record
         else:
-            status = "running" if state.running else ("stopped" if state.status == "exited" else state.status)
+            status = _status(state)
         if status != record.status:
             record.status = status
             await self._save(record)
@@ -99,7 +134,7 @@ class AgentService:
 
     async def deploy(self, spec: AgentSpec) -> AgentRecord:
         for other in await self._all():
-            if other.name == spec.name and other.status not in ("removed",):
+            if other.name == spec.name and other.status not in GONE:
                 raise Conflict(f"an agent named {spec.name!r} exists ({other.id})", field="name")
         await self._runtime.ensure_image(spec.image)
         record = AgentRecord(
@@ -133,7 +168,7 @@ class AgentService:
             network=spec.network,
             cpu=spec.cpu,
             memory_mb=spec.memory_mb,
-            name=f"flow-agent-{record.id[6:]}-{spec.name}"[:120],
+            name=f"{CONTAINER_PREFIX}{record.id[6:]}-{spec.name}"[:120],
         )
         record.container_id = await self._runtime.start(container_spec)
         record.status = "running"
@@ -182,6 +217,55 @@ class AgentService:
         async for chunk in self._runtime.follow_logs(record.container_id):
             yield chunk
 
+    async def _own_containers(self) -> Sequence[ContainerState]:
+        labels = {LABEL_FLOW: "1", LABEL_SERVICE: self._settings.service_id, LABEL_KIND: "agent"}
+        return await self._runtime.list(labels)
+
+    async def adopt(self) -> Adoption:
+        """After a restart: take back the agent containers this service labelled, with their records."""
+        service_id = self._settings.service_id
+        containers = {
+            state.labels[LABEL_AGENT]: state for state in await self._own_containers() if state.labels.get(LABEL_AGENT)
+        }
+        records = {r.id: r for r in await self._all() if r.service_id == service_id}
+        found = Adoption(adopted=[], rebuilt=[], lost=[])
+        for agent_id, state in containers.items():
+            record = records.get(agent_id)
+            if record is None:
+                record = self._rebuilt(agent_id, state)
+                found.rebuilt.append(agent_id)
+            else:
+                found.adopted.append(agent_id)
+            record.container_id = state.container_id
+            record.status = _status(state)
+            await self._save(record)
+        for record in records.values():
+            if record.id in containers or record.status in GONE:
+                continue
+            record.status = "lost"
+            record.reason = "its container was gone when the pool service restarted"
+            await self._save(record)
+            found.lost.append(record.id)
+        if containers or found.lost:
+            log.info(
+                "agents: adopted %d, rebuilt %d records, %d lost",
+                len(found.adopted), len(found.rebuilt), len(found.lost),
+            )
+        return found
+
+    def _rebuilt(self, agent_id: str, state: ContainerState) -> AgentRecord:
+        """A record for an agent container whose record is gone (its env is not read back)."""
+        return AgentRecord(
+            id=agent_id,
+            name=_name_of(state, agent_id),
+            image=state.image or "unknown",
+            workflow_id=state.labels.get(LABEL_WORKFLOW),
+            step_id=state.labels.get(LABEL_STEP),
+            service_id=self._settings.service_id,
+            created_at=state.started_at or _now(),
+            reason="record rebuilt from its container after a pool service restart",
+        )
+
     async def remove_all_own(self) -> None:
         """Shutdown without ``keep_containers_on_shutdown``: remove this service's agent containers."""
         for record in await self._all():
@@ -189,3 +273,5 @@ class AgentService:
                 await self._runtime.remove(record.container_id)
                 record.status = "removed"
                 await self._save(record)
+        for state in await self._own_containers():  # labelled, but without a record
+            await self._runtime.remove(state.container_id)

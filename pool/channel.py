@@ -2,9 +2,9 @@
 
 The socket lives in the container's bind-mounted run directory, so the channel needs no container
 network. Each message is written in one ``write`` (no Nagle on unix sockets, no 40 ms stalls). A
-reader task routes replies: ``result`` to the waiting :meth:`AgentChannel.run`, ``pong`` to
-:meth:`AgentChannel.ping`, ``state`` requests to the state handler, whose answer goes back as
-``state_reply``. When the socket closes, every waiter fails at once with
+reader task routes replies: ``result`` to the waiting :meth:`AgentChannel.run`, ``log`` lines to
+that run's log handler, ``pong`` to :meth:`AgentChannel.ping`, ``state`` requests to the state
+handler, whose answer goes back as ``state_reply``. When the socket closes, every waiter fails at once with
 :class:`~pool.errors.ChannelClosed`, so a task on a dead container never hangs.
 """
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # (workflow_id, op, key, value) -> reply fields ({"ok": True, "found": ..., "value": ...})
 StateHandler = Callable[[str, str, str, Any], Awaitable[dict[str, Any]]]
 Liveness = Callable[[], Awaitable[bool]]
+# [[stream, line, ts], ...] as the agent sends them; called on the event loop, must not block
+LogHandler = Callable[[list[list[Any]]], None]
 
 
 class AgentChannel:
@@ -43,6 +45,7 @@ class AgentChannel:
         self._state_handler = state_handler
         self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._workflows: dict[str, str] = {}
+        self._log_handlers: dict[str, LogHandler] = {}
         self._pings: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._closed = asyncio.Event()
@@ -116,18 +119,23 @@ class AgentChannel:
         finally:
             self._pings.pop(n, None)
 
-    async def run(self, message: dict[str, Any], workflow_id: str) -> dict[str, Any]:
-        """Send a ``run`` message and wait for its ``result``."""
+    async def run(
+        self, message: dict[str, Any], workflow_id: str, on_log: LogHandler | None = None
+    ) -> dict[str, Any]:
+        """Send a ``run`` message and wait for its ``result``; its ``log`` lines go to ``on_log``."""
         task_id = str(message["id"])
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._results[task_id] = future
         self._workflows[task_id] = workflow_id
+        if on_log is not None:
+            self._log_handlers[task_id] = on_log
         try:
             self._send({**message, "t": "run"})
             return await future
         finally:
             self._results.pop(task_id, None)
             self._workflows.pop(task_id, None)
+            self._log_handlers.pop(task_id, None)
 
     def cancel(self, task_id: str) -> None:
         with contextlib.suppress(ChannelClosed):
@@ -180,6 +188,14 @@ class AgentChannel:
             future = self._results.get(str(message.get("id")))
             if future is not None and not future.done():
                 future.set_result(message)
+        elif kind == "log":
+            handler = self._log_handlers.get(str(message.get("id")))
+            lines = message.get("lines")
+            if handler is not None and isinstance(lines, list):
+                try:
+                    handler(lines)
+                except Exception:  # a log line must never break the channel
+                    log.exception("log handler failed")
         elif kind == "pong":
             ping = self._pings.get(int(message.get("n") or 0))
             if ping is not None and not ping.done():

@@ -8,6 +8,8 @@ through a bind mount (so it works with network ``none``)::
     {task dir}/state.json   the step may write a JSON list of StateOp objects here
     {task dir}/work/        the task's working directory (unless the request names a workdir)
     {task dir}/tmp/         TMPDIR
+    {task dir}/usage        (exec and cold runs) the container cgroup's CPU and peak memory counters
+                            before and after the command, written by the wrapping shell
 
 After the task, :func:`build_outcome` turns what came back (exit code, stdout, the files) into the
 fields of a :class:`~flowcore.pool_api.TaskResult`; the directory is then removed, so nothing of one
@@ -62,6 +64,10 @@ class TaskDir:
     def tmp_path(self) -> str:
         return self.c("tmp")
 
+    @property
+    def usage_path(self) -> str:
+        return self.c("usage")
+
 
 def prepare_task_dir(host_root: Path, container_root: str, request: TaskRequest) -> TaskDir:
     """Create the per-task directory and write the input (world-writable: images may not run as root)."""
@@ -105,6 +111,8 @@ def task_env(request: TaskRequest, task_dir: TaskDir) -> dict[str, str]:
     )
     if request.traceparent:
         env["TRACEPARENT"] = request.traceparent
+    if request.tracestate:
+        env["TRACESTATE"] = request.tracestate
     return env
 
 
@@ -113,9 +121,58 @@ def command_argv(command: list[str] | str) -> list[str]:
     return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
 
 
-def stdin_wrapped(argv: list[str]) -> list[str]:
-    """For exec and one-shot runs (no attached stdin): the shell feeds the input file to the command."""
-    return ["/bin/sh", "-c", 'exec "$@" < "$FLOW_INPUT_PATH"', "flow-task", *argv]
+# Shell builtins only (no fork, no `cat`: images without python3 may have little else): one line
+# "<when> <cpu ns or -> <peak memory bytes or ->" from the container's cgroup, v2 or v1.
+_USAGE_SH = """u() {
+  c=; m=
+  if [ -r /sys/fs/cgroup/cpu.stat ]; then
+    while read -r k v; do if [ "$k" = usage_usec ]; then c=${v}000; fi; done < /sys/fs/cgroup/cpu.stat
+    if [ -r /sys/fs/cgroup/memory.peak ]; then read -r m < /sys/fs/cgroup/memory.peak; fi
+  else
+    if [ -r /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then read -r c < /sys/fs/cgroup/cpuacct/cpuacct.usage; fi
+    f=/sys/fs/cgroup/memory/memory.max_usage_in_bytes
+    if [ -r "$f" ]; then read -r m < "$f"; fi
+  fi
+  echo "$1 ${c:--} ${m:--}" >> "$p"
+}
+p=$1; shift
+u start 2>/dev/null
+"$@" < "$FLOW_INPUT_PATH"
+r=$?
+u end 2>/dev/null
+exit $r"""
+
+
+def task_wrapped(argv: list[str], usage_path: str) -> list[str]:
+    """For exec and one-shot runs (no attached stdin): a shell feeds the input file to the command
+    and notes the container's CPU and memory counters around it in ``usage_path``."""
+    return ["/bin/sh", "-c", _USAGE_SH, "flow-task", usage_path, *argv]
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+
+
+def parse_usage(text: str | None, *, with_peak: bool) -> Usage:
+    """Read what :func:`task_wrapped` wrote: the CPU time between ``start`` and ``end``, and (for a
+    one-shot container, whose cgroup served this task alone) the cgroup's peak memory (pure)."""
+    if not text:
+        return Usage()
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows[parts[0]] = parts[1:]
+    start, end = rows.get("start"), rows.get("end")
+    if end is None:
+        return Usage()
+    cpu = None
+    if start is not None and start[0].isdigit() and end[0].isdigit():
+        cpu = round(max(int(end[0]) - int(start[0]), 0) / 1e9, 6)
+    peak = int(end[1]) if with_peak and end[1].isdigit() and int(end[1]) > 0 else None
+    return Usage(cpu_time_s=cpu, peak_memory_bytes=peak)
 
 
 @dataclass
@@ -136,6 +193,8 @@ class RawOutcome:
     function_output: Any = None
     has_function_output: bool = False
     output_error: str | None = None
+    cpu_time_s: float | None = None
+    peak_memory_bytes: int | None = None
 
 
 @dataclass

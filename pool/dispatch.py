@@ -5,6 +5,10 @@
 - ``cold``: a one-shot container per task (also the fallback when a pool stays exhausted).
 - ``auto``: agent when the image has python3 (probed once per image), else exec.
 
+While a task runs, its output lines go to the workflow's log stream (:mod:`pool.tasklogs`); the
+result waits until they are all in Redis. Its CPU time and peak memory come from the agent (rusage)
+or, for exec and cold runs, from the container's cgroup counters (:func:`pool.contract.parse_usage`).
+
 The step's own failure is data (a :class:`TaskResult` with ``ok=False``); only a malformed request
 (:class:`~flowcore.errors.InvalidInput`), a duplicate task id (:class:`~flowcore.errors.Conflict`)
 or an exhausted pool with ``on_exhausted="error"`` raise.
@@ -21,6 +25,7 @@ from typing import Any
 
 from flowcore.errors import Conflict, FlowError, ImageNotFound, InvalidInput, NotFound
 from flowcore.pool_api import DispatchMode, ErrorKind, TaskError, TaskRequest, TaskResult, TaskTimings
+from flowcore.tracing_spans import record_acquire
 from pool import contract, sizing
 from pool.containers import TASKS_DIR, PooledContainer, safe_name
 from pool.errors import ChannelClosed, PoolWaitTimeout
@@ -34,6 +39,7 @@ from pool.runtime import (
     Bind,
     ContainerSpec,
 )
+from pool.tasklogs import LogShipper, TaskLog
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Running:
     container: PooledContainer | None = None
     oneshot_name: str | None = None
     function: bool = False
+    log: TaskLog | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def is_cancelled(self) -> bool:
@@ -53,11 +60,17 @@ class Running:
 
 
 class Dispatcher:
-    def __init__(self, manager: PoolManager, recorder: ContainerRecorder | None = None) -> None:
+    def __init__(
+        self,
+        manager: PoolManager,
+        recorder: ContainerRecorder | None = None,
+        logs: LogShipper | None = None,
+    ) -> None:
         self.manager = manager
         self.runtime = manager.runtime
         self.settings = manager.settings
         self.recorder = recorder
+        self.logs = logs
         self.running: dict[str, Running] = {}
 
     # ------------------------------------------------------------------ entry points
@@ -73,10 +86,14 @@ class Dispatcher:
         if request.task_id in self.running:
             raise Conflict(f"task {request.task_id!r} is already running", field="task_id")
         running = Running(request.task_id, function=request.function is not None)
+        if self.logs is not None:
+            running.log = self.logs.task(request)
         self.running[request.task_id] = running
         started = time.perf_counter()
         try:
             result = await self._execute(request, running)
+            if running.log is not None:
+                await running.log.finish()
         finally:
             self.running.pop(request.task_id, None)
             running.done.set()
@@ -127,6 +144,7 @@ class Dispatcher:
         except FlowError as exc:
             return self._failed(request, ErrorKind.RUNTIME, exc.message, pool_key=key.hash, mode=mode)
         container = lease.container
+        record_acquire(request, key.hash, hit=lease.hit, waited=lease.waited, acquire_ms=lease.acquire_ms)
         running.container = container
         exec_started = time.perf_counter()
         finished_at = ""
@@ -145,6 +163,7 @@ class Dispatcher:
             request, raw, mode=mode, pooled=True, container_id=container.container_id, pool_key=key.hash
         )
         result.timings = TaskTimings(acquire_ms=round(lease.acquire_ms, 3), exec_ms=round(exec_ms, 3))
+        result.pool_hit = lease.hit
         pool.stats.record_task(exec_ms, result.ok)
         self._record(request, result, started_ms=exec_started, finished_at=finished_at)
         return result
@@ -195,7 +214,10 @@ class Dispatcher:
                 message["input_path"] = task_dir.input_path
             backstop = request.timeout_s + self.settings.task_grace_s if request.timeout_s else None
             try:
-                reply = await asyncio.wait_for(container.channel.run(message, request.workflow_id), backstop)
+                on_log = running.log.agent_lines if running.log is not None else None
+                reply = await asyncio.wait_for(
+                    container.channel.run(message, request.workflow_id, on_log), backstop
+                )
             except TimeoutError:
                 container.broken = True
                 await self.runtime.kill(container.container_id)
@@ -205,6 +227,8 @@ class Dispatcher:
             except ChannelClosed as exc:
                 container.broken = True
                 return await self._lost(container, running, exc.message)
+            if running.log is not None:
+                running.log.end()  # its last flush overlaps the rest of this
             if reply.get("fatal"):
                 container.broken = True
             raw = contract.RawOutcome(
@@ -219,6 +243,8 @@ class Dispatcher:
                 function_output=reply.get("output"),
                 has_function_output=bool(reply.get("has_output")),
                 output_error=reply.get("output_error"),
+                cpu_time_s=_non_negative(reply.get("cpu_time_s")),
+                peak_memory_bytes=_non_negative_int(reply.get("peak_memory_bytes")),
             )
             if request.function is None and reply.get("error"):
                 raw.lost = str(reply["error"])
@@ -244,7 +270,7 @@ class Dispatcher:
         assert request.command is not None
         task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
         try:
-            argv = contract.stdin_wrapped(contract.command_argv(request.command))
+            argv = contract.task_wrapped(contract.command_argv(request.command), task_dir.usage_path)
             try:
                 res = await self.runtime.exec(
                     container.container_id,
@@ -252,10 +278,13 @@ class Dispatcher:
                     contract.task_env(request, task_dir),
                     request.workdir or task_dir.work_path,
                     request.timeout_s,
+                    running.log.feed if running.log is not None else None,
                 )
             except FlowError as exc:
                 container.broken = True
                 return await self._lost(container, running, exc.message)
+            if running.log is not None:
+                running.log.end()
             raw = contract.RawOutcome(
                 exit_code=res.exit_code,
                 stdout=res.stdout.decode(errors="replace"),
@@ -282,6 +311,9 @@ class Dispatcher:
                     raw.oom = True
             raw.output_file = contract.read_optional(task_dir.host / "output.json")
             raw.state_file = contract.read_optional(task_dir.host / "state.json")
+            # A pooled container's cgroup peak spans its earlier tasks: only the CPU time is this task's.
+            usage = contract.parse_usage(contract.read_optional(task_dir.host / "usage"), with_peak=False)
+            raw.cpu_time_s = usage.cpu_time_s
             return raw
         finally:
             contract.remove_task_dir(task_dir)
@@ -315,6 +347,7 @@ class Dispatcher:
             request, raw, mode=DispatchMode.COLD, pooled=False, container_id=container_id, pool_key=pool_key
         )
         result.timings = TaskTimings(acquire_ms=0.0, exec_ms=round(exec_ms, 3))
+        result.pool_hit = False
         self.manager.cold_stats.record_task(exec_ms, result.ok)
         self._record(request, result, started_ms=started, finished_at=_now_iso())
         return result
@@ -336,7 +369,7 @@ class Dispatcher:
         }
         spec = ContainerSpec(
             image=request.image,
-            entrypoint=contract.stdin_wrapped(contract.command_argv(request.command)),
+            entrypoint=contract.task_wrapped(contract.command_argv(request.command), task_dir.usage_path),
             command=[],
             env=contract.task_env(request, task_dir),
             labels=labels,
@@ -352,13 +385,17 @@ class Dispatcher:
             if running.cancelled:
                 return contract.RawOutcome(exit_code=None, cancelled=True), None
             try:
-                res = await self.runtime.run_once(spec, request.timeout_s)
+                res = await self.runtime.run_once(
+                    spec, request.timeout_s, running.log.feed if running.log is not None else None
+                )
             except ImageNotFound:
                 raise
             except FlowError as exc:
                 return contract.RawOutcome(
                     exit_code=None, lost=exc.message, cancelled=running.is_cancelled()
                 ), None
+            if running.log is not None:
+                running.log.end()
             raw = contract.RawOutcome(
                 exit_code=res.exit_code,
                 stdout=res.stdout.decode(errors="replace"),
@@ -369,6 +406,8 @@ class Dispatcher:
                 output_file=contract.read_optional(task_dir.host / "output.json"),
                 state_file=contract.read_optional(task_dir.host / "state.json"),
             )
+            usage = contract.parse_usage(contract.read_optional(task_dir.host / "usage"), with_peak=True)
+            raw.cpu_time_s, raw.peak_memory_bytes = usage.cpu_time_s, usage.peak_memory_bytes
             return raw, res.container_id
         finally:
             contract.remove_task_dir(task_dir)
@@ -399,6 +438,8 @@ class Dispatcher:
             pooled=pooled,
             mode=mode,
             pool_key=pool_key,
+            cpu_time_s=raw.cpu_time_s,
+            peak_memory_bytes=raw.peak_memory_bytes,
         )
 
     def _failed(
@@ -427,6 +468,18 @@ class Dispatcher:
         self.recorder.record(
             request, result, started_at=_now_iso(-elapsed_s), finished_at=finished_at or _now_iso()
         )
+
+
+def _non_negative(value: Any) -> float | None:
+    """A usage figure the agent sent, when it is one (it is data from inside a container)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf"):
+        return float(value)
+    return None
+
+
+def _non_negative_int(value: Any) -> int | None:
+    number = _non_negative(value)
+    return int(number) if number is not None else None
 
 
 def _now_iso(offset_s: float = 0.0) -> str:

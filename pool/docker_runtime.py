@@ -18,9 +18,10 @@ import aiodocker
 import aiohttp
 
 from flowcore.errors import FlowError, ImageNotFound, NotFound, RuntimeFailure, ServiceUnavailable
-from pool.runtime import ContainerSpec, ContainerState, ContainerStats, ProcessResult
+from pool.runtime import ContainerSpec, ContainerState, ContainerStats, OutputSink, ProcessResult
 
 TAIL_BYTES = 4096
+ATTACH_DRAIN_S = 2.0  # after a one-shot container exits, how long its attached output may still take
 
 
 @contextlib.contextmanager
@@ -164,22 +165,67 @@ class DockerRuntime:
         raise ImageNotFound(f"image not found: {image}", field="image")
 
     async def start(self, spec: ContainerSpec) -> str:
+        container_id = await self._create(spec)
+        await self._start_created(container_id)
+        return container_id
+
+    async def _create(self, spec: ContainerSpec) -> str:
         with _translate("create container", image=spec.image):
             container = await self._d.containers.create(container_config(spec), name=spec.name)
+        return str(container.id)
+
+    async def _start_created(self, container_id: str) -> None:
         try:
             with _translate("start container"):
-                await container.start()
+                await self._d.containers.container(container_id).start()
         except FlowError:
-            await self.remove(container.id)
+            await self.remove(container_id)
             raise
-        return str(container.id)
+
+    async def _attach(self, container_id: str, on_output: OutputSink) -> asyncio.Task[None] | None:
+        """Stream a created container's output to ``on_output`` (attached before the start: nothing
+        is missed). Live logs are best effort: None when the engine refuses to attach."""
+        try:
+            with _translate("attach to container"):
+                stream = self._d.containers.container(container_id).attach(stdout=True, stderr=True, logs=True)
+                await stream.__aenter__()
+        except FlowError:
+            return None
+
+        async def pump() -> None:
+            try:
+                while True:
+                    message = await stream.read_out()
+                    if message is None:
+                        return
+                    on_output("stdout" if message.stream == 1 else "stderr", bytes(message.data))
+            except (aiodocker.DockerError, aiohttp.ClientError, OSError):
+                return
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+        return asyncio.create_task(pump())
 
     async def start_existing(self, container_id: str) -> None:
         with _translate("start container"):
             await self._d.containers.container(container_id).start()
 
-    async def run_once(self, spec: ContainerSpec, timeout_s: float | None) -> ProcessResult:
-        container_id = await self.start(spec)
+    async def run_once(
+        self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None = None
+    ) -> ProcessResult:
+        attached: asyncio.Task[None] | None = None
+        if on_output is None:
+            container_id = await self.start(spec)
+        else:
+            container_id = await self._create(spec)
+            attached = await self._attach(container_id, on_output)
+            try:
+                await self._start_created(container_id)
+            except BaseException:
+                if attached is not None:
+                    attached.cancel()
+                raise
         try:
             container = self._d.containers.container(container_id)
             timed_out = False
@@ -191,6 +237,8 @@ class DockerRuntime:
                 await self.kill(container_id)
                 with _translate("wait for container"), contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(container.wait(), 10.0)
+            if attached is not None:
+                await asyncio.wait({attached}, timeout=ATTACH_DRAIN_S)
             state = await self.inspect(container_id)
             with _translate("read container logs"):
                 stdout = "".join(await container.log(stdout=True))
@@ -205,6 +253,8 @@ class DockerRuntime:
                 container_id=container_id,
             )
         finally:
+            if attached is not None and not attached.done():
+                attached.cancel()
             await self.remove(container_id)
 
     async def exec(
@@ -214,6 +264,7 @@ class DockerRuntime:
         env: Mapping[str, str],
         workdir: str | None,
         timeout_s: float | None,
+        on_output: OutputSink | None = None,
     ) -> ProcessResult:
         with _translate("exec in container"):
             container = self._d.containers.container(container_id)
@@ -230,6 +281,8 @@ class DockerRuntime:
                         return
                     (out if message.stream == 1 else err).extend(message.data)
                     combined.extend(message.data)
+                    if on_output is not None:
+                        on_output("stdout" if message.stream == 1 else "stderr", bytes(message.data))
                     if len(combined) > 4 * TAIL_BYTES:
                         del combined[:-TAIL_BYTES]
 

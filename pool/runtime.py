@@ -9,9 +9,9 @@ errors never cross this boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 LABEL_FLOW = "io.agentainer.flow"
 LABEL_SERVICE = "io.agentainer.flow.service"
@@ -22,6 +22,9 @@ LABEL_WORKFLOW = "io.agentainer.flow.workflow"
 LABEL_STEP = "io.agentainer.flow.step"
 LABEL_TASK = "io.agentainer.flow.task"
 LABEL_AGENT = "io.agentainer.flow.agent"
+
+OutputSink = Callable[[Literal["stdout", "stderr"], bytes], None]
+"""Receives a run's output chunks as they come (live logs); called on the event loop, must not block."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,10 @@ class ContainerRuntime(Protocol):
     async def start_existing(self, container_id: str) -> None:
         """Start a created or stopped container."""
 
-    async def run_once(self, spec: ContainerSpec, timeout_s: float | None) -> ProcessResult:
-        """Create, start, wait (killing on timeout), collect logs, remove."""
+    async def run_once(
+        self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None = None
+    ) -> ProcessResult:
+        """Create, start, wait (killing on timeout), collect logs, remove; output also to ``on_output``."""
 
     async def exec(
         self,
@@ -116,6 +121,7 @@ class ContainerRuntime(Protocol):
         env: Mapping[str, str],
         workdir: str | None,
         timeout_s: float | None,
+        on_output: OutputSink | None = None,
     ) -> ProcessResult:
         """Run ``argv`` in a running container; on timeout the container is killed."""
 

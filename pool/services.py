@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from flowcore.errors import FlowError
 from flowcore.keyspace import Keyspace
 from flowcore.settings import PoolSettings
 from flowcore.state import StateStore
@@ -17,6 +19,9 @@ from pool.manager import PoolManager
 from pool.records import ContainerRecorder
 from pool.registration import Registrar
 from pool.statebridge import StateBridge
+from pool.tasklogs import LogShipper
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,6 +32,7 @@ class PoolServices:
     manager: PoolManager
     dispatcher: Dispatcher
     recorder: ContainerRecorder
+    logs: LogShipper
     registrar: Registrar
     agents: AgentService
 
@@ -40,17 +46,23 @@ class PoolServices:
         try:
             manager = PoolManager(runtime, settings, StateBridge(StateStore(redis, keys)))
             recorder = ContainerRecorder(redis, keys)
+            logs = LogShipper(redis, keys)
             services = cls(
                 settings=settings,
                 runtime=runtime,
                 redis=redis,
                 manager=manager,
-                dispatcher=Dispatcher(manager, recorder),
+                dispatcher=Dispatcher(manager, recorder, logs),
                 recorder=recorder,
+                logs=logs,
                 registrar=Registrar(redis, keys, settings, manager),
                 agents=AgentService(runtime, redis, keys, settings),
             )
             await manager.start()
+            try:
+                await services.agents.adopt()
+            except FlowError as exc:  # the agents stay as they are; get/list refresh them one by one
+                log.warning("cannot adopt the agent containers: %s", exc.message)
         except BaseException:
             await redis.aclose()
             await runtime.close()
@@ -61,6 +73,7 @@ class PoolServices:
     async def close(self) -> None:
         await self.registrar.stop()
         await self.manager.stop()
+        await self.logs.close()
         await self.recorder.flush()
         if not self.settings.keep_containers_on_shutdown:
             with contextlib.suppress(Exception):

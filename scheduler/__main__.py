@@ -8,6 +8,7 @@ import signal
 
 from redis.asyncio import Redis
 
+from flowcore import tracing_setup
 from flowcore.keyspace import Keyspace
 from flowcore.settings import SchedulerSettings
 from scheduler.loop import Scheduler
@@ -28,8 +29,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
         await redis.aclose()
 
 
-async def _main() -> None:
-    settings = SchedulerSettings()
+async def _main(settings: SchedulerSettings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -42,7 +42,14 @@ async def _main() -> None:
 
 
 def main() -> None:
-    asyncio.run(_main())
+    settings = SchedulerSettings()
+    tracing = tracing_setup.configure(
+        settings.tracing, default_service="flow-scheduler", redis_url=settings.redis.url, prefix=settings.redis.prefix
+    )
+    try:
+        asyncio.run(_main(settings))
+    finally:
+        tracing.shutdown()  # flush the last spans
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything a checkout needs to run and test the stack, installed only when missing:
 #   Debian packages  redis-server; docker.io when there is neither a dockerd nor an engine that answers;
-#                    python3-venv when python3 cannot create a venv (debootstrap: ensure_base_image.sh,
-#                    only when the base image must be built offline)
+#                    python3-venv when python3 cannot create a venv; chromium when no Chromium is found
+#                    (the dashboard's browser tests drive it headless over the DevTools protocol)
+#                    (debootstrap: ensure_base_image.sh, only when the base image must be built offline)
 #   .venv            python3 -m venv, then pip install -e ./sdk -e '.[dev]' (skipped while the stamp
 #                    .venv/.flow-installed is newer than pyproject.toml and sdk/pyproject.toml and lists
 #                    the same top-level packages)
@@ -34,10 +35,14 @@ fi
 if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     packages+=(python3-venv)
 fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+    && ! command -v google-chrome >/dev/null 2>&1; then
+    packages+=(chromium)
+fi
 if [ "${#packages[@]}" -gt 0 ]; then
     apt_install "${packages[@]}"
 else
-    log "Debian packages present (redis-server, docker)"
+    log "Debian packages present (redis-server, docker, chromium)"
 fi
 
 # ----------------------------------------------------------------------------------------------- venv

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from flowcore import tracing_setup
 from flowcore.settings import WorkerSettings
 from workers.app import build_worker
 
@@ -13,7 +14,13 @@ def main() -> None:
     settings = WorkerSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(_run(settings))
+    tracing = tracing_setup.configure(
+        settings.tracing, default_service="flow-worker", redis_url=settings.redis.url, prefix=settings.redis.prefix
+    )
+    try:
+        asyncio.run(_run(settings))
+    finally:
+        tracing.shutdown()  # flush the last spans
 
 
 async def _run(settings: WorkerSettings) -> None:

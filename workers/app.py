@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 JOB_TIMEOUT_S = 8 * 86400
 
 
-async def run_task(ctx: dict[str, Any], workflow_id: str, step_id: str, index: int, token: str) -> str:
+async def run_task(
+    ctx: dict[str, Any], workflow_id: str, step_id: str, index: int, token: str, traceparent: str | None = None
+) -> str:
+    # traceparent: the workflow's root span (jobs enqueued before tracing existed have none).
     runner: TaskRunner = ctx["runner"]
-    return await runner.run(workflow_id, step_id, index, token)
+    return await runner.run(workflow_id, step_id, index, token, traceparent)
 
 
 async def workflow_deadline(ctx: dict[str, Any], workflow_id: str) -> None:

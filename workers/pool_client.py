@@ -14,6 +14,7 @@ import logging
 import httpx
 
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
+from flowcore.tracing import inject_headers
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,13 @@ class PoolClient:
         read_timeout_s = (request.timeout_s or 7 * 86400.0) + self._margin_s
         timeout = httpx.Timeout(read_timeout_s, connect=5.0)
         body = request.model_dump(mode="json")
+        headers = inject_headers()  # W3C traceparent of the current (step) span
         last_error = ""
         for attempt in range(CONNECT_RETRIES):
             try:
-                response = await self._client.post(f"{base_url}/v1/tasks", json=body, timeout=timeout)
+                response = await self._client.post(
+                    f"{base_url}/v1/tasks", json=body, timeout=timeout, headers=headers
+                )
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
                 last_error = f"pool service {base_url} unreachable: {exc!r}"
                 await asyncio.sleep(0.2 * (attempt + 1))

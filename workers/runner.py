@@ -23,6 +23,7 @@ from flowcore.keyspace import Keyspace, lease_member
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.records import Snapshot
 from flowcore.store import WorkflowStore
+from flowcore.tracing_spans import StepAttempt
 from workers.pool_client import PoolClient
 from workers.routing import PoolRouter
 
@@ -60,34 +61,42 @@ class TaskRunner:
             log.info("workflow %s is gone; dropping its task", wf_id)
             return None
 
-    async def run(self, wf_id: str, step_id: str, index: int, token: str) -> str:
+    async def run(self, wf_id: str, step_id: str, index: int, token: str, traceparent: str | None = None) -> str:
         plan = await self.transact(wf_id, lambda s, e: engine.claim(s, e, step_id, index, token))
         if plan is None or plan.request is None:
             return "stale"
         request = plan.request
+        attempt = StepAttempt(plan.snap, request, traceparent)  # the span of this attempt
+        request.traceparent = attempt.traceparent
         member = lease_member(wf_id, step_id, index, token)
         lease_lost = asyncio.Event()
         renewer = asyncio.create_task(self._renew(member, lease_lost))
         base_url = self.router.fallback_url
         try:
             base_url = await self.router.choose(request)
-            result = await self._execute(base_url, request, lease_lost)
+            with attempt.calling():
+                result = await self._execute(base_url, request, lease_lost)
             if result.error is not None and result.error.kind == ErrorKind.POOL_UNAVAILABLE:
                 self.router.mark_down(base_url)
         except asyncio.CancelledError:
             # The worker is shutting down (SIGTERM): hand the task over now instead of letting
             # its lease lapse, and stop its container task.
+            attempt.finish(None, note="handed over: worker shutting down")
             await asyncio.shield(self._hand_over(base_url, request.task_id, wf_id, step_id, index, token))
             raise
         except Exception as exc:  # a bug or outage here fails the attempt; it must not loop on takeovers
             log.exception("task %s failed in the worker", request.task_id)
+            attempt.failed(exc)
             error = TaskError(kind=ErrorKind.RUNTIME, message=f"worker error: {type(exc).__name__}: {exc}")
             result = TaskResult(task_id=request.task_id, ok=False, error=error)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        await self.transact(wf_id, lambda s, e: engine.complete(s, e, step_id, index, token, result))
+        try:
+            await self.transact(wf_id, lambda s, e: engine.complete(s, e, step_id, index, token, result))
+        finally:
+            attempt.finish(result)
         return "ok" if result.ok else "failed"
 
     async def _execute(self, base_url: str, request: TaskRequest, lease_lost: asyncio.Event) -> TaskResult:

@@ -1,7 +1,203 @@
-"""Placeholder: routes of this module are being built."""
+"""Metrics: ``/v1/workflows/{id}/metrics``, ``/v1/metrics/history``, ``/v1/metrics/aggregate`` and the
+Prometheus text endpoint ``/metrics``.
+
+The documents are computed by :mod:`flowcore.metrics` (definitions there and in docs/api.md) from
+records read by :mod:`flowcore.runs`. A window is read newest first and capped (``MAX_SCAN``
+workflows for the aggregates, ``limit`` for the history); answers say ``truncated: true`` when the
+window held more. ``/metrics`` needs the bearer token like every other route (configure Prometheus
+with ``authorization: {credentials: <token>}``); a pool service that does not answer within
+``POOL_TIMEOUT_S`` shows as ``flow_pool_service_up 0`` and never fails the scrape.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import json
+import time
+from typing import Any
 
-routes: list[BaseRoute] = []
+import httpx
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowcore import metrics
+from flowcore.durations import parse_duration_s
+from flowcore.errors import InvalidInput, ServiceUnavailable
+from flowcore.keyspace import Keyspace
+from flowcore.models import WorkflowStatus
+from flowcore.runs import RunReader
+from flowcore.store import WorkflowStore
+from gateway.bodies import query_int
+from gateway.prometheus import CONTENT_TYPE, Exposition
+
+MAX_SCAN = 2000  # workflows read for one aggregate
+MAX_TASKS = 10_000  # task records parsed for one aggregate (pool efficiency)
+MAX_WINDOW_S = 366 * 86400.0
+POOL_TIMEOUT_S = 1.0
+POOL_STALE_S = 60.0  # registrations without a heartbeat for this long are reported down, not asked
+RECENT_S = 900.0  # /metrics step durations: steps of the workflows created in the last 15 minutes...
+RECENT_MAX = 200  # ...at most this many of them (a scrape every 15 s must stay cheap)
+
+
+def _duration_param(request: Request, default: str) -> tuple[str, float]:
+    raw = request.query_params.get("duration", default)
+    try:
+        seconds = parse_duration_s(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"duration: {exc}; e.g. '30m', '1h', '24h', '7d'", field="duration") from None
+    if seconds <= 0 or seconds > MAX_WINDOW_S:
+        raise InvalidInput("duration must be more than 0 and at most 366d", field="duration")
+    return raw, seconds
+
+
+def _status_param(request: Request) -> WorkflowStatus | None:
+    raw = request.query_params.get("status")
+    if not raw:
+        return None
+    try:
+        return WorkflowStatus(raw.lower())
+    except ValueError:
+        allowed = ", ".join(s.value for s in WorkflowStatus)
+        raise InvalidInput(f"unknown status {raw!r}; use one of {allowed}", field="status") from None
+
+
+def _reader(request: Request) -> RunReader:
+    return RunReader(request.app.state.redis, request.app.state.keys)
+
+
+async def workflow_metrics(request: Request) -> Response:
+    """One workflow's metrics: duration, step_metrics, resource_usage, errors; 404 when unknown."""
+    store: WorkflowStore = request.app.state.store
+    snap = await store.load(request.path_params["workflow_id"])
+    return JSONResponse(metrics.workflow_metrics(snap, time.time()))
+
+
+async def metrics_history(request: Request) -> Response:
+    """Workflows created in the last ``duration`` (default 24h), running ones included, newest first."""
+    text, window_s = _duration_param(request, "24h")
+    limit = query_int(request, "limit", 100, lo=1, hi=1000)
+    status = _status_param(request)
+    now = time.time()
+    window = await _reader(request).window(now - window_s, now, limit=limit, status=status)
+    items = metrics.history(window.runs, now, window_s, limit)
+    return JSONResponse(
+        {"items": items, "window": text, "window_s": window_s, "limit": limit, "truncated": window.truncated}
+    )
+
+
+async def metrics_aggregate(request: Request) -> Response:
+    """Totals, counts by status, success rate, durations, pool efficiency over the last ``duration`` (1h)."""
+    text, window_s = _duration_param(request, "1h")
+    now = time.time()
+    window = await _reader(request).window(now - window_s, now, limit=MAX_SCAN, with_tasks=True, max_tasks=MAX_TASKS)
+    body = metrics.aggregate(window.runs, now, window_s)
+    return JSONResponse(
+        {"window": text, **body, "scanned": len(window.runs), "truncated": window.truncated,
+         "dispatches_truncated": window.tasks_truncated}
+    )
+
+
+# ---- Prometheus -------------------------------------------------------------------------------
+async def _pool_report(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
+    try:
+        response = await client.get(f"{url.rstrip('/')}/v1/pools", timeout=POOL_TIMEOUT_S)
+        body = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _pool_services(request: Request, raw: dict[Any, Any], beats: list[Any], now: float) -> list[tuple[str, dict[str, Any] | None]]:
+    """``(service id, its /v1/pools report or None when down)`` for every registered pool service."""
+    seen = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in beats}
+    targets: dict[str, str | None] = {}
+    for key, value in raw.items():
+        sid = key.decode() if isinstance(key, bytes) else str(key)
+        try:
+            reg = json.loads(value)
+        except ValueError:
+            reg = None
+        fresh = now * 1000 - seen.get(sid, 0.0) <= POOL_STALE_S * 1000
+        url = reg.get("url") if isinstance(reg, dict) else None
+        targets[sid] = url if fresh and isinstance(url, str) else None
+    if not targets:  # nothing registered: the pool service the gateway is configured with
+        targets["default"] = request.app.state.settings.pool.url
+    client: httpx.AsyncClient = request.app.state.pool_http
+
+    async def ask(url: str | None) -> dict[str, Any] | None:
+        return await _pool_report(client, url) if url else None
+
+    reports = await asyncio.gather(*(ask(u) for u in targets.values()))
+    return list(zip(targets.keys(), reports, strict=True))
+
+
+def _pool_metrics(out: Exposition, services: list[tuple[str, dict[str, Any] | None]]) -> None:
+    for sid, report in services:
+        labels = {"service": sid}
+        out.gauge("flow_pool_service_up", "1 when the pool service answered GET /v1/pools.", 1 if report else 0, labels)
+        overall = report.get("overall") if report else None
+        if not isinstance(overall, dict):
+            continue
+        counters = {
+            "warm_hits": "Tasks served by an idle warm container.",
+            "cold_starts": "Tasks that waited for a container start (pool misses and one-shot runs).",
+            "queue_waits": "Tasks that waited for a busy pool to free a container.",
+            "tasks": "Tasks run by the pool service.",
+            "failures": "Tasks that ended unsuccessfully.",
+        }
+        for key, help_text in counters.items():
+            out.counter(f"flow_pool_{key}_total", f"{help_text} Since the pool service started.",
+                        metrics.finite(overall.get(key)), labels)
+        for state in ("busy", "idle"):
+            out.gauge("flow_pool_containers", "Pooled containers by state.", metrics.finite(overall.get(state)),
+                      {**labels, "state": state})
+
+
+async def prometheus(request: Request) -> Response:
+    """Operators' metrics in the Prometheus text format (bearer token required)."""
+    redis = request.app.state.redis
+    keys: Keyspace = request.app.state.keys
+    now = time.time()
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for status in WorkflowStatus:
+                pipe.zcard(keys.by_status(status.value))
+            pipe.zcard(keys.queue)
+            pipe.zcount(keys.queue, "-inf", int(now * 1000))
+            pipe.zcard(keys.leases)
+            pipe.hgetall(keys.pool_services)
+            pipe.zrange(keys.pool_heartbeats, 0, -1, withscores=True)
+            results = await pipe.execute()
+    except RedisError as exc:
+        raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
+    n = len(WorkflowStatus)
+    counts, (queued, due, leases, registrations, beats) = results[:n], results[n:]
+    services, recent = await asyncio.gather(
+        _pool_services(request, registrations, beats, now),
+        _reader(request).window(now - RECENT_S, now, limit=RECENT_MAX, with_steps=True),
+    )
+    out = Exposition()
+    for status, count in zip(WorkflowStatus, counts, strict=True):
+        out.gauge("flow_workflows", "Stored workflows by status.", int(count), {"status": status.value})
+    out.gauge("flow_queue_depth", "Jobs in the arq queue, deferred retries included.", int(queued))
+    out.gauge("flow_queue_ready", "Jobs in the arq queue that are due now.", int(due))
+    out.gauge("flow_tasks_running", "Tasks running under a lease.", int(leases))
+    help_text = (
+        f"Durations of the finished container steps of the workflows created in the last {RECENT_S / 60:g} "
+        f"minutes (at most {RECENT_MAX} workflows); a window, not a cumulative count."
+    )
+    durations = metrics.step_durations(recent.runs, now)
+    for step_type in ("sequential", "parallel", "map", "reduce"):
+        out.summary("flow_step_duration_seconds", help_text, durations.get(step_type, []), {"type": step_type})
+    _pool_metrics(out, services)
+    return Response(out.render(), media_type=CONTENT_TYPE, headers={"cache-control": "no-store"})
+
+
+routes = [
+    Route("/v1/workflows/{workflow_id}/metrics", workflow_metrics, methods=["GET"]),
+    Route("/v1/metrics/history", metrics_history, methods=["GET"]),
+    Route("/v1/metrics/aggregate", metrics_aggregate, methods=["GET"]),
+    Route("/metrics", prometheus, methods=["GET"]),
+]

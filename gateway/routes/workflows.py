@@ -16,6 +16,7 @@ from flowcore.errors import InvalidInput, NotFound
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.records import Origin, Snapshot
 from flowcore.store import WorkflowStore
+from flowcore.tracing import WorkflowRoot
 from gateway.bodies import parse_model, query_bool, query_int, read_document
 from gateway.views import workflow_view
 
@@ -35,11 +36,16 @@ def parse_definition(document: Any) -> WorkflowDefinition:
 async def submit(
     store: WorkflowStore, definition: WorkflowDefinition, *, start: bool, origin: Origin | None = None
 ) -> Snapshot:
-    """Create (and start) a workflow; returns it as committed."""
-    wf_id = await store.create(definition, origin=origin)
-    if start:
-        return (await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))).snap
-    return await store.load(wf_id)
+    """Create (and start) a workflow; returns it as committed. Its trace starts here (flowcore.tracing)."""
+    kind = origin.kind if origin is not None else "api"
+    root = WorkflowRoot(definition.name, origin_kind=kind, trigger_id=origin.trigger_id if origin else None)
+    wf_id = await store.create(definition, origin=origin, trace=root.traceparent)
+    try:
+        if start:
+            return (await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))).snap
+        return await store.load(wf_id)
+    finally:
+        root.end(wf_id)
 
 
 async def create_workflow(request: Request) -> Response:

@@ -18,13 +18,25 @@ protocol is newline-delimited JSON, one message per line, each written with a si
     pool  -> agent {"t": "cancel", "id": TASK}
     agent -> pool  {"t": "state", "rid": 3, "id": TASK, "op": "get", "key": "k", "value": null}
     pool  -> agent {"t": "state_reply", "rid": 3, "ok": true, "found": true, "value": 41}
+    agent -> pool  {"t": "log", "id": TASK, "lines": [["stdout", "a line", 1700000000.25], ...]}
     agent -> pool  {"t": "result", "id": TASK, "exit_code": 0, "signal": null, "timed_out": false,
                     "cancelled": false, "oom": false, "stdout": "...", "log_tail": "...",
                     "output": ..., "has_output": false, "output_error": null, "error": null,
-                    "fatal": false, "run_ms": 1.2}
+                    "fatal": false, "run_ms": 1.2, "cpu_time_s": 0.01, "peak_memory_bytes": 9043968}
+
+While a task runs, its output lines go to the pool as ``log`` messages, batched: one message at most
+every ``LOG_FLUSH_S`` per task, and the rest just before its ``result`` (so a pool that has the
+result has every line). Lines carry no newline; a line longer than ``MAX_LOG_LINE_BYTES`` is cut.
+
+Resource usage: a command task's CPU time (user + system) and peak RSS come from ``wait4`` on its
+child (including the descendants it waited for; the kernel floors ru_maxrss at the RSS of the
+agent when it spawned the child, some 20 MB); a function task's CPU time is its worker thread's
+(``time.thread_time``) and its peak RSS is the agent process's high-water mark, reset at the start
+of the task (``/proc/self/clear_refs``); ``null`` where the platform cannot tell.
 
 A command task runs as a child process in its own process group (killed as a whole on timeout,
-cancel, and when it exits, so no background process outlives its task), with an environment built
+cancel, and when it exits, so no background process outlives its task; the agent reaps it itself
+with ``wait4`` through a pidfd, for its resource usage), with an environment built
 from scratch: the agent's start-up environment (the image's) plus the task's. A function task is
 imported once per container and called in a worker thread with one argument, ``ctx``; when it
 times out the agent answers and then exits, so the pool replaces the container.
@@ -44,16 +56,22 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 PROTOCOL_VERSION = 1
 TAIL_BYTES = 4096
 MAX_STDOUT_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024 * 1024
 STATE_TIMEOUT_S = 30.0
+LOG_FLUSH_S = 0.05
+MAX_LOG_LINE_BYTES = 16384
+MAX_LOG_BYTES = 8 * 1024 * 1024  # per task; past it the live log stops (the tail goes on)
+READ_CHUNK_BYTES = 65536
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
@@ -98,18 +116,234 @@ class Tail:
         return bytes(self.data[-self.limit :]).decode(errors="replace")
 
 
-class _TextSink(io.TextIOBase):
-    """A text stream feeding a :class:`Tail` (print() and ctx.log inside function steps)."""
+class LineSplitter:
+    """Bytes in, complete lines out (text, without the newline); a line over ``limit`` bytes is cut."""
 
-    def __init__(self, tail: Tail) -> None:
+    def __init__(self, limit: int = MAX_LOG_LINE_BYTES) -> None:
+        self.limit = limit
+        self.pending = bytearray()
+
+    def feed(self, data: bytes) -> list[str]:
+        buf = self.pending
+        buf.extend(data)
+        if b"\n" not in data and len(buf) < self.limit:
+            return []
+        lines: list[str] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            self._cut(buf[start:end], lines)
+            start = end + 1
+        del buf[:start]
+        while len(buf) >= self.limit:
+            lines.append(_text(buf[: self.limit]))
+            del buf[: self.limit]
+        return lines
+
+    def _cut(self, line: bytes | bytearray, lines: list[str]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        for i in range(0, max(len(line), 1), self.limit):
+            lines.append(_text(line[i : i + self.limit]))
+
+    def close(self) -> list[str]:
+        """The last line when the output did not end with a newline."""
+        lines: list[str] = []
+        if self.pending:
+            self._cut(self.pending, lines)
+            self.pending = bytearray()
+        return lines
+
+
+def _text(data: bytes | bytearray) -> str:
+    return bytes(data).decode(errors="replace")
+
+
+class LogSender:
+    """A task's output lines to the pool as ``log`` messages, batched.
+
+    ``feed`` may be called from the event loop or from the function worker thread; the message is
+    always sent from the loop, ``LOG_FLUSH_S`` after the first line not yet sent, or by ``close``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[dict[str, Any]], None], task_id: str) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._send = send
+        self._task_id = task_id
+        self._lock = threading.Lock()
+        self._buffer: list[list[Any]] = []
+        self._scheduled = False
+        self._sent_bytes = 0
+        self._stopped = False
+        self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        # One splitter per stream, each fed from one thread at a time (pipe reader or worker thread).
+        lines = self._splitters[stream].feed(data)
+        if lines:
+            self._add(stream, lines)
+
+    def _add(self, stream: str, lines: list[str]) -> None:
+        now = round(time.time(), 6)
+        with self._lock:
+            if self._stopped:
+                return
+            for line in lines:
+                self._sent_bytes += len(line) + 1
+                if self._sent_bytes > MAX_LOG_BYTES:
+                    self._stopped = True
+                    note = f"[flow: over {MAX_LOG_BYTES >> 20} MiB of output; the live log stops here]"
+                    self._buffer.append(["stderr", note, now])
+                    break
+                self._buffer.append([stream, line, now])
+            if self._scheduled:
+                return
+            self._scheduled = True
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_later(LOG_FLUSH_S, self.flush)
+        else:
+            self._loop.call_soon_threadsafe(self._loop.call_later, LOG_FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Send what is buffered (event loop thread only)."""
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+            self._scheduled = False
+        if batch:
+            self._send({"t": "log", "id": self._task_id, "lines": batch})
+
+    def close(self) -> None:
+        """At the task's end: the unterminated last lines, then everything buffered."""
+        for stream, splitter in self._splitters.items():
+            rest = splitter.close()
+            if rest:
+                self._add(stream, rest)
+        self.flush()
+
+
+class _TextSink(io.TextIOBase):
+    """A text stream feeding a :class:`Tail` and the live log (print() and ctx.log in function steps)."""
+
+    def __init__(self, tail: Tail, logs: LogSender | None = None, stream: str = "stdout") -> None:
         self._tail = tail
+        self._logs = logs
+        self._stream = stream
 
     def writable(self) -> bool:
         return True
 
     def write(self, s: str) -> int:
-        self._tail.add(s.encode(errors="replace"))
+        data = s.encode(errors="replace")
+        self._tail.add(data)
+        if self._logs is not None:
+            self._logs.feed(self._stream, data)
         return len(s)
+
+
+# ---- resource usage ------------------------------------------------------------------------------
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux >= 4.0); False when not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's RSS high-water mark (``VmHWM``), or None."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def thread_cpu_s() -> float | None:
+    """This thread's CPU time (user + system), to the nanosecond where the clock allows."""
+    try:
+        return time.thread_time()
+    except OSError:
+        return None
+
+
+def child_usage(usage: Any) -> dict[str, Any]:
+    """``wait4``'s rusage as result fields (``ru_maxrss`` is in KiB on Linux)."""
+    if usage is None:
+        return {"cpu_time_s": None, "peak_memory_bytes": None}
+    return {
+        "cpu_time_s": round(usage.ru_utime + usage.ru_stime, 6),
+        "peak_memory_bytes": int(usage.ru_maxrss) * 1024 if usage.ru_maxrss else None,
+    }
+
+
+def watch_exit(loop: asyncio.AbstractEventLoop, pid: int) -> asyncio.Future[tuple[int, Any]]:
+    """A future of ``(exit status, rusage)`` of child ``pid``, reaped with ``wait4``.
+
+    A pidfd tells the loop when the child has exited (no thread, no SIGCHLD handler); where there is
+    none (old kernels, non-Linux), a thread blocks in ``wait4``.
+    """
+
+    def reap(flags: int) -> tuple[int, int, Any]:
+        try:
+            return os.wait4(pid, flags)
+        except ChildProcessError:  # reaped by someone else: the status is lost
+            return pid, 255 << 8, None
+
+    pidfd_open = getattr(os, "pidfd_open", None)
+    pidfd = -1
+    if pidfd_open is not None:
+        try:
+            pidfd = pidfd_open(pid)
+        except OSError:
+            pidfd = -1
+    if pidfd < 0:
+        return loop.run_in_executor(None, lambda: reap(0)[1:])
+    future: asyncio.Future[tuple[int, Any]] = loop.create_future()
+
+    def ready() -> None:
+        wpid, status, usage = reap(os.WNOHANG)
+        if wpid == 0:
+            return
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if not future.done():
+            future.set_result((status, usage))
+
+    loop.add_reader(pidfd, ready)
+    return future
+
+
+def read_pipe(
+    loop: asyncio.AbstractEventLoop, fd: int, on_data: Callable[[bytes], None]
+) -> asyncio.Future[None]:
+    """Read ``fd`` (non-blocking) into ``on_data`` until EOF; the future is done at EOF."""
+    os.set_blocking(fd, False)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, READ_CHUNK_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            on_data(data)
+            return
+        loop.remove_reader(fd)
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    return done
 
 
 class StepState:
@@ -259,15 +493,15 @@ class Runner:
         self.session = session
         self.message = message
         self.task_id = str(message.get("id"))
-        self.proc: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None  # the command's child, until it is reaped
         self.cancelled = False
         self.timed_out = False
         self.cancel_event = asyncio.Event()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
+        if self.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.pid, signal.SIGKILL)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -277,11 +511,12 @@ class Runner:
     async def run(self) -> None:
         self.agent.busy += 1
         started = time.perf_counter()
+        logs = LogSender(self.agent.loop, self.session.send, self.task_id)
         try:
             if self.message.get("kind") == "function":
-                result = await self.run_function()
+                result = await self.run_function(logs)
             else:
-                result = await self.run_command()
+                result = await self.run_command(logs)
         except Exception as exc:  # the agent must always answer
             result = {
                 "exit_code": None,
@@ -291,6 +526,7 @@ class Runner:
         finally:
             self.agent.busy -= 1
             self.agent.runners.pop(self.task_id, None)
+            logs.close()  # every line is sent before the result
         result.update(
             {"t": "result", "id": self.task_id, "timed_out": self.timed_out, "cancelled": self.cancelled}
         )
@@ -306,64 +542,75 @@ class Runner:
         env.update({str(k): str(v) for k, v in (self.message.get("env") or {}).items()})
         return env
 
-    async def run_command(self) -> dict[str, Any]:
+    async def run_command(self, logs: LogSender) -> dict[str, Any]:
         argv = [str(a) for a in self.message.get("argv") or []]
         cwd = self.message.get("cwd") or None
         input_path = self.message.get("input_path")
         timeout_s = self.message.get("timeout_s")
+        loop = self.agent.loop
         stdout = bytearray()
         tail = Tail()
         truncated = False
         oom_before = oom_kill_count()
-        stdin: Any = asyncio.subprocess.DEVNULL
+        stdin: Any = subprocess.DEVNULL
         if input_path and os.path.exists(input_path):
             stdin = open(input_path, "rb")  # noqa: SIM115 - closed below
+        # The kernel counts the spawning process's RSS high-water mark into the child's ru_maxrss (the
+        # image before exec): lower it to the agent's current RSS, whatever an earlier task left.
+        reset_peak_rss()
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv,
+            # Popen, not asyncio's subprocess: the agent reaps the child itself (wait4 gives its rusage).
+            proc = subprocess.Popen(
+                argv,
                 stdin=stdin,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 cwd=cwd,
                 env=self.env(),
                 start_new_session=True,
+                bufsize=0,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             return {"exit_code": 127, "stdout": "", "log_tail": f"cannot start {argv[:1]}: {exc}\n"}
         finally:
-            if stdin is not asyncio.subprocess.DEVNULL:
+            if stdin is not subprocess.DEVNULL:
                 stdin.close()
-        proc = self.proc
+        self.pid = proc.pid
+        exited = watch_exit(loop, proc.pid)
+        assert proc.stdout is not None and proc.stderr is not None
 
-        async def pump(stream: asyncio.StreamReader | None, is_stdout: bool) -> None:
+        def on_stdout(chunk: bytes) -> None:
             nonlocal truncated
-            if stream is None:
-                return
-            while True:
-                chunk = await stream.read(65536)
-                if not chunk:
-                    return
-                tail.add(chunk)
-                if is_stdout:
-                    if len(stdout) + len(chunk) <= MAX_STDOUT_BYTES:
-                        stdout.extend(chunk)
-                    else:
-                        truncated = True
+            tail.add(chunk)
+            logs.feed("stdout", chunk)
+            if len(stdout) + len(chunk) <= MAX_STDOUT_BYTES:
+                stdout.extend(chunk)
+            else:
+                truncated = True
 
-        pumps = asyncio.gather(pump(proc.stdout, True), pump(proc.stderr, False))
+        def on_stderr(chunk: bytes) -> None:
+            tail.add(chunk)
+            logs.feed("stderr", chunk)
+
+        pipes = [(proc.stdout, on_stdout), (proc.stderr, on_stderr)]
+        eofs = [read_pipe(loop, pipe.fileno(), handler) for pipe, handler in pipes]
         try:
-            await asyncio.wait_for(proc.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            self.timed_out = True
-        # Kill the whole group: on timeout, and after a normal exit any background leftovers.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        try:
-            await asyncio.wait_for(asyncio.shield(pumps), 2.0)
-        except asyncio.TimeoutError:
-            pumps.cancel()
-        code = proc.returncode if proc.returncode is not None else -1
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), timeout_s)
+            except asyncio.TimeoutError:
+                self.timed_out = True
+            # Kill the whole group: on timeout, and after a normal exit any background leftovers.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            status, usage = await exited
+            self.pid = None
+            proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+            await asyncio.wait(eofs, timeout=2.0)
+        finally:
+            for pipe, _ in pipes:
+                loop.remove_reader(pipe.fileno())
+                pipe.close()
+        code = proc.returncode
         sig = -code if code < 0 else None
         oom = (
             sig == signal.SIGKILL
@@ -378,12 +625,13 @@ class Runner:
             "stdout": bytes(stdout).decode(errors="replace"),
             "stdout_truncated": truncated,
             "log_tail": tail.text(),
+            **child_usage(usage),
         }
 
-    async def run_function(self) -> dict[str, Any]:
+    async def run_function(self, logs: LogSender) -> dict[str, Any]:
         tail = Tail()
         timeout_s = self.message.get("timeout_s")
-        future = self.agent.loop.run_in_executor(self.agent.executor, self.call_function, tail)
+        future = self.agent.loop.run_in_executor(self.agent.executor, self.call_function, tail, logs)
         cancel_wait = asyncio.ensure_future(self.cancel_event.wait())
         waiters: set[asyncio.Future[Any]] = {future, cancel_wait}
         done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -397,10 +645,24 @@ class Runner:
         # A thread cannot be killed: answer, then let the container die and be replaced.
         return {"exit_code": None, "log_tail": tail.text(), "fatal": True}
 
-    def call_function(self, tail: Tail) -> dict[str, Any]:
+    def call_function(self, tail: Tail, logs: LogSender) -> dict[str, Any]:
+        """Runs in the worker thread; its CPU time is this thread's, its memory the process's peak."""
+        peak_reset = reset_peak_rss()
+        cpu_before = thread_cpu_s()
+        try:
+            result = self._call_function(tail, logs)
+        finally:
+            cpu_after = thread_cpu_s()
+        cpu = None if cpu_before is None or cpu_after is None else round(cpu_after - cpu_before, 6)
+        result["cpu_time_s"] = cpu
+        result["peak_memory_bytes"] = peak_rss_bytes() if peak_reset else None
+        return result
+
+    def _call_function(self, tail: Tail, logs: LogSender) -> dict[str, Any]:
         spec = self.message.get("function") or {}
-        sink = _TextSink(tail)
-        handler = logging.StreamHandler(sink)
+        sink = _TextSink(tail, logs, "stdout")
+        err_sink = _TextSink(tail, logs, "stderr")
+        handler = logging.StreamHandler(err_sink)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger = logging.getLogger("flow.step")
         logger.handlers[:] = [handler]
@@ -414,7 +676,7 @@ class Runner:
         )
         cwd = self.message.get("cwd")
         try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(err_sink):
                 try:
                     fn = self.agent.load_function(spec)
                     if cwd:
@@ -423,7 +685,7 @@ class Runner:
                     if asyncio.iscoroutine(value):
                         value = self.agent.fn_loop().run_until_complete(value)
                 except BaseException as exc:
-                    traceback.print_exc(file=sink)
+                    traceback.print_exc(file=err_sink)
                     return {"exit_code": 1, "error": f"{type(exc).__name__}: {exc}"}
                 finally:
                     with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from flowcore.errors import InvalidInput
 from flowcore.pool_api import TaskRequest
+from flowcore.tracing_spans import PoolTask
 from pool.routes import parse_body
 from pool.services import PoolServices
 
@@ -33,7 +34,9 @@ def _services(request: Request) -> PoolServices:
 async def run_task(request: Request) -> Response:
     """Run one task to its end; the step's own failure is a 200 with ``ok: false``."""
     task = await parse_body(request, TaskRequest)
-    result = await _services(request).dispatcher.execute(task)
+    with PoolTask(request.headers, task) as span:  # the step process is parented on this span
+        result = await _services(request).dispatcher.execute(task)
+        span.result(result)
     return JSONResponse(result.model_dump(mode="json"))
 
 

@@ -17,6 +17,7 @@ from agentainer_flow.errors import (
     WorkflowError,
     WorkflowTimeoutError,
 )
+from agentainer_flow.events import EventStream, ServerEvent
 from agentainer_flow.execution import WorkflowExecution
 from agentainer_flow.local import LocalRun, LocalStepResult, run_locally
 from agentainer_flow.mapreduce import MapReduceConfig, mapreduce
@@ -40,12 +41,14 @@ __all__ = [
     "Agent",
     "AgentainerError",
     "ClientError",
+    "EventStream",
     "Job",
     "LineStream",
     "LocalRun",
     "LocalStepResult",
     "MapReduceConfig",
     "MemoryState",
+    "ServerEvent",
     "Step",
     "StepContext",
     "StepStatus",

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     get = sub.add_parser("get", help="a workflow with its steps")
     get.add_argument("id")
 
-    logs = sub.add_parser("logs", help="log tails of a workflow's steps")
+    logs = sub.add_parser("logs", help="the output lines of a workflow's tasks")
     logs.add_argument("id")
     logs.add_argument("step", nargs="?")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the workflow finishes")

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentainer_flow.errors import ClientError
+from agentainer_flow.execution import WorkflowExecution
 from agentainer_flow.models import Step, Workflow, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -135,21 +137,22 @@ async def run(client: WorkflowClient, args: argparse.Namespace) -> int:
     if not args.json:
         out(f"workflow {wf.id} ({wf.name}) started")
     seen: dict[str, str] = {}
-    deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
-    while True:
-        wf = await client.get_workflow(wf.id)
-        for s in wf.steps:
+
+    def show(current: Workflow, _metrics: dict[str, Any]) -> None:
+        for s in current.steps:
             key = f"{s.status.value}:{s.succeeded}:{s.failed}"
             if seen.get(s.id) != key and not (s.status.value == "pending" and s.id not in seen):
                 seen[s.id] = key
                 if not args.json:
                     out(progress_line(s))
-        if wf.status.finished:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            out(f"still {wf.status.value} after {args.wait_timeout:g}s: {wf.id}")
-            return 1
-        await asyncio.sleep(POLL_S)
+
+    # The live event stream drives the refreshes; the SDK polls only when the stream is unavailable.
+    execution = WorkflowExecution(client, wf)
+    try:
+        wf = await asyncio.wait_for(execution.monitor(callback=show, interval=POLL_S), args.wait_timeout)
+    except TimeoutError:
+        out(f"still {execution.status.value} after {args.wait_timeout:g}s: {wf.id}")
+        return 1
     if args.json:
         dump(wf.model_dump(mode="json"))
     else:
@@ -184,6 +187,32 @@ async def get(client: WorkflowClient, args: argparse.Namespace) -> int:
 
 
 async def logs(client: WorkflowClient, args: argparse.Namespace) -> int:
+    """The workflow's log lines (``GET /v1/workflows/{id}/logs``); followed live with ``--follow``."""
+    try:
+        if args.follow:
+            stream = await client.get_workflow_logs(args.id, args.step, follow=True)
+            async for line in stream:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        else:
+            sys.stdout.write(await client.get_workflow_logs(args.id, args.step))
+            sys.stdout.flush()
+        return 0
+    except ClientError as exc:
+        if exc.status_code == 422 and exc.field == "step":
+            raise UsageError(exc.message) from None
+        if not _no_route(exc):
+            raise
+    return await _log_tails(client, args)
+
+
+def _no_route(exc: ClientError) -> bool:
+    """A gateway without the logs route (older than the SDK) answers 404 'no route' or 405."""
+    return exc.status_code in (405, 501) or (exc.status_code == 404 and exc.message.startswith("no route"))
+
+
+async def _log_tails(client: WorkflowClient, args: argparse.Namespace) -> int:
+    """The fallback for gateways without the logs route: the 4 KB tails kept in the task records."""
     printed: dict[tuple[str, int], int] = {}
     while True:
         wf = await client.get_workflow(args.id)

@@ -21,6 +21,7 @@ from agentainer_flow.decorators import WORKFLOW_ATTR
 from agentainer_flow.definition import definition_of
 from agentainer_flow.errors import ValidationError
 from agentainer_flow.execution import WorkflowExecution
+from agentainer_flow.logs import LogsAPI
 from agentainer_flow.mapreduce import MapReduceConfig
 from agentainer_flow.metrics import MetricsAPI
 from agentainer_flow.models import Job, Workflow, WorkflowStatus
@@ -29,7 +30,7 @@ from agentainer_flow.triggers import TriggersAPI
 _PAGE = 200
 
 
-class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, BaseClient):
+class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, LogsAPI, BaseClient):
     """Workflows, their state, agents, triggers and metrics over the REST API (``/v1``).
 
     ``WorkflowClient(base_url="http://localhost:8081", token="default-token", timeout=30.0)``; use it

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from agentainer_flow.errors import ClientError, WorkflowError, WorkflowTimeoutError, check_timeout
+from agentainer_flow.errors import (
+    ClientError,
+    TransportError,
+    WorkflowError,
+    WorkflowTimeoutError,
+    check_timeout,
+)
+from agentainer_flow.events import EventStream, ServerEvent
 from agentainer_flow.models import StepStatus, Workflow, WorkflowStatus, error_text
 
 if TYPE_CHECKING:
@@ -17,6 +25,11 @@ if TYPE_CHECKING:
 MonitorCallback = Callable[[Workflow, dict[str, Any]], Awaitable[None] | None]
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5
+# Answers to the events route meaning "no live stream here": follow the workflow by polling instead.
+_NO_STREAM = (404, 405, 501)
+# Events that change the workflow record (log lines do not).
+_CHANGES = frozenset({"workflow", "step", "task"})
+_ENDED = object()
 
 
 def metrics_from_workflow(wf: Workflow) -> dict[str, Any]:
@@ -129,15 +142,85 @@ class WorkflowExecution:
         return metrics
 
     async def monitor(self, callback: MonitorCallback | None = None, interval: float = 2.0) -> Workflow:
-        """Call ``callback(workflow, metrics)`` (sync or async) every ``interval`` seconds and once more
-        when the workflow finishes; return the final workflow (no exception for a failed one)."""
+        """Follow the workflow until it finishes and return the final workflow (no exception for a
+        failed one), calling ``callback(workflow, metrics)`` (sync or async) along the way.
+
+        Uses the live event stream (``GET /v1/workflows/{id}/events``): the callback runs once at the
+        start, then after changes (status, step and task events), at most once every ``interval``
+        seconds, and once more at the end. ``metrics`` is computed from the refreshed record (see
+        :func:`metrics_from_workflow`). When the gateway has no stream (404/405/501, not an event
+        stream, or no connection) or the stream breaks, it polls ``GET /v1/workflows/{id}`` every
+        ``interval`` seconds instead.
+        """
         interval = check_timeout(interval, "interval") or 0.0
+        try:
+            stream = await self.client.stream_events(self.id)
+        except TransportError:
+            return await self._monitor_polling(callback, interval)
+        except ClientError as exc:
+            if exc.status_code not in _NO_STREAM and exc.code != "not_event_stream":
+                raise
+            return await self._monitor_polling(callback, interval)
+        async with stream:
+            ended = await self._follow_stream(stream, callback, interval)
+        if ended:
+            return await self._notify(callback)
+        return await self._monitor_polling(callback, interval)
+
+    async def _notify(self, callback: MonitorCallback | None) -> Workflow:
+        wf = await self.refresh()
+        if callback is not None:
+            result = callback(wf, metrics_from_workflow(wf))
+            if inspect.isawaitable(result):
+                await result
+        return wf
+
+    async def _follow_stream(self, stream: EventStream, callback: MonitorCallback | None, interval: float) -> bool:
+        """Read events until the ``end`` event (True) or until the stream ends or breaks first (False)."""
+        queue: asyncio.Queue[ServerEvent | object] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in stream:
+                    await queue.put(event)
+            except TransportError:
+                pass
+            await queue.put(_ENDED)
+
+        reader = asyncio.create_task(pump())
+        try:
+            await self._notify(callback)
+            last = time.monotonic()
+            dirty = False
+            while True:
+                wait_s = None if not dirty else max(0.0, interval - (time.monotonic() - last))
+                try:
+                    items = [await asyncio.wait_for(queue.get(), wait_s)]
+                except TimeoutError:
+                    items = []
+                while not queue.empty():  # a burst of events makes one refresh
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if item is _ENDED:
+                        return False
+                    if isinstance(item, ServerEvent):
+                        if item.event == "end":
+                            return True
+                        dirty = dirty or item.event in _CHANGES
+                if dirty and callback is not None and time.monotonic() - last >= interval:
+                    await self._notify(callback)
+                    last = time.monotonic()
+                    dirty = False
+                elif callback is None:
+                    dirty = False
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _monitor_polling(self, callback: MonitorCallback | None, interval: float) -> Workflow:
         while True:
-            wf = await self.refresh()
-            if callback is not None:
-                result = callback(wf, metrics_from_workflow(wf))
-                if inspect.isawaitable(result):
-                    await result
+            wf = await self._notify(callback)
             if wf.status.finished:
                 return wf
             await asyncio.sleep(interval)

@@ -94,6 +94,8 @@ class Task(_Reader):
     mode: str | None = None
     acquire_ms: float | None = None
     exec_ms: float | None = None
+    cpu_time_s: float | None = None  # user + system CPU seconds; None where not measured
+    peak_memory_bytes: int | None = None  # peak resident memory
 
 
 class Step(_Reader):

@@ -2,9 +2,7 @@
 
 The snippets are kept as written in the spec, adapted only in image names (``python:3.9`` and the
 like become ``agentainer-flow/python:3.11``, the one image here) and in where ids come from. The
-trigger, history and aggregate snippets need gateway routes that do not exist yet
-(``/v1/workflows/{id}/triggers``, ``/v1/triggers/...``, ``/v1/metrics/...``); the client side of
-those is covered by tests/unit/test_sdk_services.py against the documented shapes.
+Scheduling and Triggers snippets run against the stack in tests/e2e/test_triggers.py.
 """
 
 from __future__ import annotations
@@ -182,6 +180,38 @@ async def test_workflow_metrics(client: WorkflowClient, capsys: pytest.CaptureFi
             print("  Used pooled agent")
     out = capsys.readouterr().out
     assert "Status: completed" in out and "Step process: succeeded" in out and "Used pooled agent" in out
+
+
+async def test_historical_metrics(client: WorkflowClient, capsys: pytest.CaptureFixture[str]) -> None:
+    execution = await client.run_workflow(MyWorkflow())
+    await execution.wait_for_completion(timeout=120)
+    # Get workflow history for last 24 hours
+    history = await client.get_workflow_history(duration="24h")
+
+    for workflow in history:  # noqa: F402 - as in the spec
+        print(f"{workflow['workflow_id']}: {workflow['status']}")
+        print(f"  Started: {workflow['start_time']}")
+        print(f"  Duration: {workflow.get('duration')}")
+    out = capsys.readouterr().out
+    assert history[0]["workflow_id"] == execution.id and f"{execution.id}: completed" in out
+
+
+async def test_aggregate_metrics(client: WorkflowClient, capsys: pytest.CaptureFixture[str]) -> None:
+    await (await client.run_workflow(MyWorkflow())).wait_for_completion(timeout=120)
+    # Get aggregate metrics for last hour
+    aggregates = await client.get_aggregate_metrics(duration="1h")
+
+    print(f"Total workflows: {aggregates['total_workflows']}")
+    print(f"Success rate: {aggregates['success_rate']:.1f}%")
+    print(f"Average duration: {aggregates['avg_duration']}")
+    print(f"Pool efficiency: {aggregates['pool_efficiency']:.1f}%")
+    out = capsys.readouterr().out
+    assert aggregates["total_workflows"] >= 1 and "Success rate: " in out and "Pool efficiency: " in out
+    # The same snippet on an empty window (nothing was created in the last millisecond) prints zeros.
+    aggregates = await client.get_aggregate_metrics(duration="1ms")
+    print(f"Success rate: {aggregates['success_rate']:.1f}%")
+    print(f"Pool efficiency: {aggregates['pool_efficiency']:.1f}%")
+    assert capsys.readouterr().out == "Success rate: 0.0%\nPool efficiency: 0.0%\n"
 
 
 async def test_error_handling(client: WorkflowClient, capsys: pytest.CaptureFixture[str]) -> None:

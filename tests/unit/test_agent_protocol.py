@@ -265,3 +265,20 @@ async def test_function_timeout_is_fatal(agent: tuple[AgentChannel, subprocess.P
     assert proc.returncode == 70
     with pytest.raises(ChannelClosed):
         await channel.ping(1)
+
+
+async def test_log_lines_arrive_before_the_result_with_usage(agent: tuple[AgentChannel, Any, Path]) -> None:
+    channel, _, root = agent
+    batches: list[list[list[Any]]] = []
+    script = "import sys; print('out 1'); sys.stdout.flush(); print('err 1', file=sys.stderr); print('out 2', end='')"
+    result = await channel.run(command(root, "logs", [sys.executable, "-c", script]), "wf", batches.append)
+    lines = [(stream, line) for batch in batches for stream, line, _ in batch]
+    assert sorted(lines) == [("stderr", "err 1"), ("stdout", "out 1"), ("stdout", "out 2")]
+    assert lines.index(("stdout", "out 1")) < lines.index(("stdout", "out 2"))
+    assert all(isinstance(ts, float) for batch in batches for _, _, ts in batch)
+    assert result["exit_code"] == 0 and result["stdout"] == "out 1\nout 2"
+    assert result["cpu_time_s"] > 0 and result["peak_memory_bytes"] > 1024 * 1024
+
+    quiet: list[list[list[Any]]] = []
+    assert (await channel.run(command(root, "quiet", ["true"]), "wf", quiet.append))["exit_code"] == 0
+    assert quiet == []  # nothing printed, nothing sent

@@ -21,6 +21,8 @@ class FakeGateway:
         self.polls: dict[str, int] = {}
         self.state: dict[str, Any] = {"k": 1}
         self.requests: list[httpx.Request] = []
+        self.live = True  # serve /events (False: a gateway without the live stream)
+        self.logs_route = True  # serve /logs (False: a gateway older than the logs route)
 
     def view(self, wf_id: str) -> dict[str, Any]:
         d = self.workflows[wf_id]
@@ -70,8 +72,32 @@ class FakeGateway:
             if method == "PUT":
                 self.state[parts[5]] = json.loads(request.content)["value"]
             return httpx.Response(200, json={"key": parts[5], "value": self.state[parts[5]]})
+        if path.endswith("/logs"):
+            return self.logs(wf_id, request)
+        if path.endswith("/events"):
+            if not self.live:
+                return httpx.Response(404, json={"error": "not_found", "message": f"no route GET {path}"})
+            events = [("snapshot", None, {"status": "running"}), ("step", "1-0,0-0", {"step_id": "a", "status": "running"}),
+                      ("log", "1-0,2-0", {"step_id": "a", "line": "hi"}), ("end", "3-0,2-0", {"status": "completed"})]
+            body = "retry: 2000\n\n: keep-alive\n\n" + "".join(
+                (f"id: {i}\n" if i else "") + f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, i, d in events)
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=body)
         self.polls[wf_id] = self.polls.get(wf_id, 0) + 1
         return httpx.Response(200, json=self.view(wf_id))
+
+
+    def logs(self, wf_id: str, request: httpx.Request) -> httpx.Response:
+        if not self.logs_route:
+            return httpx.Response(404, json={"error": "not_found", "message": f"no route GET {request.url.path}"})
+        step = request.url.params.get("step")
+        ids = [s["id"] for s in self.workflows[wf_id].get("steps", [])]
+        if step is not None and step not in ids:
+            return httpx.Response(422, json={"error": "invalid_input", "message": f"no step {step!r}", "field": "step"})
+        items = [{"id": f"{n}-0", "step_id": i, "index": 0, "attempt": 1, "stream": "stdout", "line": f"line of {i}",
+                  "ts": 1.0, "source": i} for n, i in enumerate(ids, 1) if step in (None, i)]
+        if request.url.params.get("follow") == "true":
+            return httpx.Response(200, text="".join(f"[{i['source']}] {i['line']}\n" for i in items))
+        return httpx.Response(200, json={"items": items, "next": items[-1]["id"] if items else "0-0"})
 
 
 @pytest.fixture
@@ -98,6 +124,15 @@ def test_run_and_wait_prints_progress_and_a_table(gateway: FakeGateway, tmp_path
     assert "workflow wf-1 (demo) started" in out and "[####################] 4/4" in out
     assert "STEP" in out and "POOLED" in out and "workflow wf-1 completed in 1.00s" in out
     assert gateway.requests[0].headers["content-type"] == "application/yaml"  # YAML sent as it is
+    assert gateway.requests[1].url.path == "/v1/workflows/wf-1/events"  # followed over the live stream
+
+
+def test_run_wait_polls_when_the_gateway_has_no_event_stream(gateway: FakeGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gateway.live = False
+    assert flow(gateway, "run", write(tmp_path, DEFINITION), "--wait") == 0
+    out = capsys.readouterr().out
+    assert "[####################] 4/4" in out and "workflow wf-1 completed in 1.00s" in out
+    assert sum(r.url.path.endswith("/events") for r in gateway.requests) == 1
 
 
 def test_failed_workflow_exits_1_and_names_the_failed_steps(gateway: FakeGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,6 +179,14 @@ def test_list_get_logs_cancel_and_state(gateway: FakeGateway, tmp_path: Path, ca
     assert [w["id"] for w in json.loads(capsys.readouterr().out)] == ["wf-1"]
     assert flow(gateway, "get", "wf-1") == 0
     assert "wf-1  demo" in capsys.readouterr().out
+    assert flow(gateway, "logs", "wf-1", "a") == 0
+    assert capsys.readouterr().out == "[a] line of a\n"
+    assert flow(gateway, "logs", "wf-1", "zzz") == 2
+    assert "no step 'zzz'" in capsys.readouterr().err
+    assert flow(gateway, "logs", "wf-1", "--follow") == 0
+    assert capsys.readouterr().out == "[a] line of a\n[b] line of b\n"
+    assert [r.url.params.get("follow") for r in gateway.requests if r.url.path.endswith("/logs")] == [None, None, "true"]
+    gateway.logs_route = False  # an older gateway: the tails of the task records
     assert flow(gateway, "logs", "wf-1", "a") == 0
     assert capsys.readouterr().out == "[a] log of a\n"
     assert flow(gateway, "logs", "wf-1", "zzz") == 2

@@ -422,3 +422,12 @@ def test_pool_unavailable_is_handed_over_without_spending_an_attempt() -> None:
     d.run(lambda s, i, doc: next(results))
     task = d.snap.tasks["a:0"]
     assert task.attempt == 1 and task.takeovers == 1 and d.snap.status == WorkflowStatus.COMPLETED
+
+
+def test_complete_records_the_task_resource_usage() -> None:
+    d = Driver({"name": "usage", "steps": [{"id": "a", **IMG}, {"id": "b", **IMG}]})
+    d.start()
+    d.run(lambda s, i, doc: ok(1, cpu_time_s=0.25, peak_memory_bytes=4096) if s == "a" else ok(2))
+    a, b = d.snap.tasks["a:0"], d.snap.tasks["b:0"]
+    assert (a.cpu_time_s, a.peak_memory_bytes) == (0.25, 4096)
+    assert (b.cpu_time_s, b.peak_memory_bytes) == (None, None)  # not measured: unknown, never 0

@@ -196,6 +196,8 @@ async def test_waiting_monitoring_and_failures() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(201, json=wf_body("running"))
+        if request.url.path.endswith("/events"):  # a gateway without the live stream: monitor() polls
+            return httpx.Response(404, json={"error": "not_found", "message": "no route"})
         return httpx.Response(200, json=next(answers))
 
     async with client_for(handler) as client:
