@@ -29,7 +29,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def _publish(rate: float, seconds: float, tag: str) -> list[tuple[str, float, float, str | None]]:
+async def _publish(rate: float, seconds: float, tag: str, event_type: str) -> list[tuple[str, float, float, str | None]]:
     """(event id, sent at, answer ms, workflow id) for each event, paced at ``rate``."""
     out: list[tuple[str, float, float, str | None]] = []
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -39,7 +39,7 @@ async def _publish(rate: float, seconds: float, tag: str) -> list[tuple[str, flo
         async def one(i: int) -> None:
             event_id = f"{tag}-{i}"
             sent = time.time()
-            r = await client.post("/v1/events", json={"type": "loadtest.latency", "id": event_id, "payload": {"i": i}})
+            r = await client.post("/v1/events", json={"type": event_type, "id": event_id, "payload": {"i": i}})
             answer_ms = (time.time() - sent) * 1000
             fires = r.json().get("fires", []) if r.status_code == 202 else []
             out.append((event_id, sent, answer_ms, fires[0].get("workflow_id") if fires else None))
@@ -57,16 +57,19 @@ async def _publish(rate: float, seconds: float, tag: str) -> list[tuple[str, flo
 
 
 def measure(rate: float = 100, seconds: float = 10) -> dict[str, Any]:
+    event_type = f"loadtest.latency.{int(time.time())}"  # this run's own type
     with api() as client:
         wf_id = create_template(client, "loadtest-latency", steps=[
             {"id": "first", "image": IMAGE, "command": ["true"], "pool": {"min_size": 4, "max_size": 8}}])
-        create_trigger(client, wf_id, {"type": "event", "config": {"event_type": "loadtest.latency"}})
+        trigger = create_trigger(client, wf_id, {"type": "event", "config": {"event_type": event_type}})
         # Warm the pool once so the run measures warm starts, as a stack in service would have them.
         warm = client.post(f"/v1/workflows/{wf_id}/trigger").json()["workflow_id"]
         deadline = time.monotonic() + 120
         while client.get(f"/v1/workflows/{warm}").json()["status"] not in ("completed", "failed") and time.monotonic() < deadline:
             time.sleep(0.1)
-    sent = asyncio.run(_publish(rate, seconds, f"lat-{int(time.time())}"))
+    sent = asyncio.run(_publish(rate, seconds, f"lat-{int(time.time())}", event_type))
+    with api() as client:
+        client.delete(f"/v1/triggers/{trigger['id']}")
     conn = redis.Redis.from_url(redis_url())
     keys = Keyspace("flow")
     deadline = time.monotonic() + 180

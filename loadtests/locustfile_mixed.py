@@ -18,6 +18,7 @@ from loadtests.common import IMAGE, Ledger, api, create_template, create_trigger
 
 LEDGER = Ledger("mixed")
 AUTH = {"Authorization": "Bearer default-token"}
+EVENT_TYPE = f"loadtest.mixed.{int(LEDGER.started_at)}"  # this run's own type: earlier runs' triggers never match
 _counter = itertools.count()
 
 
@@ -25,7 +26,7 @@ _counter = itertools.count()
 def _setup(environment: Environment, **_: Any) -> None:
     with api() as client:
         wf_id = create_template(client, "loadtest-mixed")
-        trigger = create_trigger(client, wf_id, {"type": "event", "config": {"event_type": "loadtest.mixed"}})
+        trigger = create_trigger(client, wf_id, {"type": "event", "config": {"event_type": EVENT_TYPE}})
         state_wf = create_template(client, "loadtest-mixed-state")
     LEDGER.setup = {"template_id": wf_id, "trigger_id": trigger["id"], "state_workflow": state_wf}
 
@@ -33,6 +34,8 @@ def _setup(environment: Environment, **_: Any) -> None:
 @events.test_stop.add_listener
 def _teardown(environment: Environment, **_: Any) -> None:
     print(f"mixed ledger: {LEDGER.write()}")
+    with api() as client:  # the workflows stay for inspection; the trigger goes
+        client.delete(f"/v1/triggers/{LEDGER.setup['trigger_id']}")
 
 
 class SdkLikeUser(FastHttpUser):
@@ -73,7 +76,7 @@ class SdkLikeUser(FastHttpUser):
             event_id = random.choice(known[-200:]).removeprefix("event:")
         else:
             event_id = f"e-{LEDGER.started_at:.0f}-{next(_counter)}"
-        body = {"type": "loadtest.mixed", "id": event_id, "payload": {"n": event_id}}
+        body = {"type": EVENT_TYPE, "id": event_id, "payload": {"n": event_id}}
         with self.client.post("/v1/events", json=body, name="publish event", headers=AUTH, catch_response=True) as r:
             answer = r.json() if r.status_code == 202 else {}
             fires = answer.get("fires", [])

@@ -56,7 +56,7 @@ def stats(name: str) -> dict[str, dict[str, float]]:
     return rows
 
 
-def section(run_time: str, figures: dict[str, Any], lat: dict[str, Any] | None, checked: bool) -> str:
+def section(run_time: str, figures: dict[str, Any], lats: list[dict[str, Any]], checked: bool) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "## Load tests (locust, `make loadtest`)",
@@ -78,7 +78,7 @@ def section(run_time: str, figures: dict[str, Any], lat: dict[str, Any] | None, 
         lines += ["", f"- Webhook intake: {fresh['rps']:.0f} accepted deliveries/s that started a workflow "
                   f"({agg['rps']:.0f} requests/s with replays and bad signatures), p50 {agg['p50']:.0f} ms, "
                   f"p99 {agg['p99']:.0f} ms. Goal: >= 2,000 accepted events/s with p99 <= 50 ms."]
-    if lat:
+    for lat in lats:
         lines += [
             f"- Event -> first step started, {lat['events']} events at {lat['rate_per_s']:.0f}/s: p50 "
             f"{lat['to_step_p50_ms']:.0f} ms, p95 {lat['to_step_p95_ms']:.0f} ms (worker claim: p50 "
@@ -107,8 +107,9 @@ def main() -> int:
         time.sleep(1)
     status = check.check(names)
     if not args.no_bench:
-        lat = latency.measure(rate=100, seconds=10)
-        upsert(REPO / "BENCHMARKS.md", "loadtest", section(args.time, figures, lat, status == 0))
+        # At a rate the stack sustains, and at the goal's 100/s (where, on 2 cores, steps queue up).
+        lats = [latency.measure(rate=rate, seconds=10) for rate in (20, 100)]
+        upsert(REPO / "BENCHMARKS.md", "loadtest", section(args.time, figures, lats, status == 0))
         print("wrote BENCHMARKS.md (section loadtest)")
     return status
 
