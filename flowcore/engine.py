@@ -19,6 +19,7 @@ from typing import Any
 from flowcore import conditions, dag, paths, retry
 from flowcore.errors import Conflict
 from flowcore.keyspace import lease_member
+from flowcore.logstream import LogLine
 from flowcore.models import (
     BranchStep,
     DecisionStep,
@@ -70,6 +71,7 @@ class Plan:
     cancelled_tasks: list[TaskRecord] = field(default_factory=list)
     deadline_at: float | None = None
     request: TaskRequest | None = None
+    log_lines: list[LogLine] = field(default_factory=list)  # for the workflow's log stream
     note: str = ""
 
     @property
@@ -459,6 +461,7 @@ def complete(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: st
     task.exec_ms = result.timings.exec_ms
     task.cpu_time_s = result.cpu_time_s
     task.peak_memory_bytes = result.peak_memory_bytes
+    t.plan.log_lines = [LogLine(step_id, index, task.attempt, x.stream, x.line, x.ts) for x in result.logs]
     t.touch_task(task)
     if snap.status != WorkflowStatus.RUNNING:
         return t.plan

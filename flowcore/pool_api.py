@@ -4,8 +4,10 @@
 finished (HTTP 200 even when the step itself failed: the step's failure is data, not a transport
 error). While it runs, the pool appends its output lines to the workflow's log stream
 (:mod:`flowcore.logstream`), tagged with the request's ``workflow_id``, ``step_id``, ``index`` and
-``attempt``; they are all there by the time the result is answered. ``DELETE /v1/tasks/{task_id}``
-kills a running task. Everything here is JSON.
+``attempt``; the lines it has not appended yet when the task ends come back in
+``TaskResult.logs``, and the worker appends them in the same commit as the task's completion (so a
+finished workflow has all its lines, at no extra round trip). ``DELETE /v1/tasks/{task_id}`` kills
+a running task. Everything here is JSON.
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ class StateOp(_Wire):
     value: Any = None
 
 
+class TaskLogLine(_Wire):
+    """An output line of the task (without its newline), as the pool hands it to the worker."""
+
+    stream: Literal["stdout", "stderr"] = "stdout"
+    line: str
+    ts: float = Field(description="Epoch seconds when the line was read.")
+
+
 class TaskTimings(_Wire):
     acquire_ms: float = 0.0
     exec_ms: float = 0.0
@@ -127,4 +137,8 @@ class TaskResult(_Wire):
     )
     peak_memory_bytes: int | None = Field(
         None, ge=0, description="Peak resident memory of the task in bytes; None where it cannot be measured."
+    )
+    logs: list[TaskLogLine] = Field(
+        default_factory=list,
+        description="The task's last output lines, not yet in the log stream: appended with its completion.",
     )

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, WatchError
 from flowcore.engine import Plan
 from flowcore.errors import Conflict, NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace
+from flowcore.logstream import LOG_STREAM_MAXLEN
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.records import Origin, Snapshot, StepRecord, TaskRecord
 from flowcore.state import encode_changes
@@ -232,6 +233,8 @@ class WorkflowStore:
         if plan.deadline_at is not None:
             score = int(plan.deadline_at * 1000) + 50
             self._enqueue(pipe, f"deadline:{wf_id}", WORKFLOW_DEADLINE, {"workflow_id": wf_id}, score, now_ms)
+        for line in plan.log_lines:
+            pipe.xadd(k.logs(wf_id), line.to_fields(), maxlen=LOG_STREAM_MAXLEN, approximate=True)
         for event in plan.events:
             data = {"data": json.dumps(event, default=str)}
             pipe.xadd(k.events(wf_id), data, maxlen=EVENTS_MAXLEN, approximate=True)

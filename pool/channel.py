@@ -185,17 +185,14 @@ class AgentChannel:
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["t"]
         if kind == "result":
-            future = self._results.get(str(message.get("id")))
+            task_id = str(message.get("id"))
+            if isinstance(message.get("lines"), list):  # the task's last lines, before its result
+                self._log({"t": "log", "id": task_id, "lines": message.pop("lines")})
+            future = self._results.get(task_id)
             if future is not None and not future.done():
                 future.set_result(message)
         elif kind == "log":
-            handler = self._log_handlers.get(str(message.get("id")))
-            lines = message.get("lines")
-            if handler is not None and isinstance(lines, list):
-                try:
-                    handler(lines)
-                except Exception:  # a log line must never break the channel
-                    log.exception("log handler failed")
+            self._log(message)
         elif kind == "pong":
             ping = self._pings.get(int(message.get("n") or 0))
             if ping is not None and not ping.done():
@@ -206,6 +203,15 @@ class AgentChannel:
             task.add_done_callback(self._handlers.discard)
         elif kind == "error":
             log.warning("agent reported: %s", message.get("error"))
+
+    def _log(self, message: dict[str, Any]) -> None:
+        handler = self._log_handlers.get(str(message.get("id")))
+        lines = message.get("lines")
+        if handler is not None and isinstance(lines, list):
+            try:
+                handler(lines)
+            except Exception:  # a log line must never break the channel
+                log.exception("log handler failed")
 
     async def _answer_state(self, message: dict[str, Any]) -> None:
         rid = message.get("rid")

@@ -5,9 +5,10 @@
 - ``cold``: a one-shot container per task (also the fallback when a pool stays exhausted).
 - ``auto``: agent when the image has python3 (probed once per image), else exec.
 
-While a task runs, its output lines go to the workflow's log stream (:mod:`pool.tasklogs`); the
-result waits until they are all in Redis. Its CPU time and peak memory come from the agent (rusage)
-or, for exec and cold runs, from the container's cgroup counters (:func:`pool.contract.parse_usage`).
+While a task runs, its output lines go to the workflow's log stream (:mod:`pool.tasklogs`); those
+not appended yet when it ends travel in the result, for the worker to append with the completion.
+Its CPU time and peak memory come from the agent (rusage) or, for exec and cold runs, from the
+container's cgroup counters (:func:`pool.contract.parse_usage`).
 
 The step's own failure is data (a :class:`TaskResult` with ``ok=False``); only a malformed request
 (:class:`~flowcore.errors.InvalidInput`), a duplicate task id (:class:`~flowcore.errors.Conflict`)
@@ -93,6 +94,7 @@ class Dispatcher:
         try:
             result = await self._execute(request, running)
             if running.log is not None:
+                result.logs = running.log.take_final()  # the worker appends them with the completion
                 await running.log.finish()
         finally:
             self.running.pop(request.task_id, None)
@@ -227,8 +229,6 @@ class Dispatcher:
             except ChannelClosed as exc:
                 container.broken = True
                 return await self._lost(container, running, exc.message)
-            if running.log is not None:
-                running.log.end()  # its last flush overlaps the rest of this
             if reply.get("fatal"):
                 container.broken = True
             raw = contract.RawOutcome(
@@ -283,8 +283,6 @@ class Dispatcher:
             except FlowError as exc:
                 container.broken = True
                 return await self._lost(container, running, exc.message)
-            if running.log is not None:
-                running.log.end()
             raw = contract.RawOutcome(
                 exit_code=res.exit_code,
                 stdout=res.stdout.decode(errors="replace"),
@@ -394,8 +392,6 @@ class Dispatcher:
                 return contract.RawOutcome(
                     exit_code=None, lost=exc.message, cancelled=running.is_cancelled()
                 ), None
-            if running.log is not None:
-                running.log.end()
             raw = contract.RawOutcome(
                 exit_code=res.exit_code,
                 stdout=res.stdout.decode(errors="replace"),

@@ -2,12 +2,16 @@
 
 Lines come from the agent (``log`` messages, already split and batched in the container) or, for
 ``exec`` and ``cold`` runs, as raw output chunks that :class:`TaskLog` splits with the agent's own
-:class:`~pool.agent.flow_agent.LineSplitter`. :class:`LogShipper` (one per pool service) buffers
-the entries of every task and appends them in one pipeline of ``XADD ... MAXLEN ~ N`` commands,
-``flush_s`` after the first unsent entry, and when a task ends: the dispatcher awaits that last
-flush before it answers the task's result (:meth:`TaskLog.finish`), so the lines of a finished task
-are in Redis before its result is. A task that printed nothing costs nothing here; one that printed
-costs one pipelined round trip to Redis.
+:class:`~pool.agent.flow_agent.LineSplitter`. Each task keeps its lines until :class:`LogShipper`
+(one per pool service) appends the lines of every task in one pipeline of ``XADD ... MAXLEN ~ N``
+commands, ``flush_s`` after the first line not sent yet.
+
+When a task ends, the lines it still holds (usually all of a short task's) go back in
+``TaskResult.logs`` (:meth:`TaskLog.take_final`) and the worker appends them in the same MULTI as the
+task's completion: a finished workflow has every line, and the task's result waits for no extra
+Redis round trip. Only when a flush carrying earlier lines of the task is still in flight does the
+result wait for it (:meth:`TaskLog.finish`), so the order holds; a task that printed more than
+``FINAL_MAX_LINES`` lines since the last flush has them appended here (awaited) instead of shipped.
 
 Redis failures drop lines (with a warning): live logs never fail a task, and never hold its result
 back longer than ``end_timeout_s``. The format of an entry is :class:`flowcore.logstream.LogLine`.
@@ -26,13 +30,15 @@ from redis.exceptions import RedisError
 
 from flowcore.keyspace import Keyspace
 from flowcore.logstream import LOG_STREAM_MAXLEN, LogLine, StreamName
-from flowcore.pool_api import TaskRequest
+from flowcore.pool_api import TaskLogLine, TaskRequest
 from pool.agent.flow_agent import MAX_LOG_BYTES, LineSplitter
 
 log = logging.getLogger(__name__)
 
 FLUSH_S = 0.05
-MAX_BUFFERED = 5000  # entries; past it a flush starts at once
+MAX_BUFFERED = 5000  # lines waiting in all tasks; past it a flush starts at once
+FINAL_MAX_LINES = 1000  # at most this many lines go back with a task's result
+FINAL_MAX_BYTES = 256 * 1024
 
 
 class LogShipper:
@@ -50,7 +56,8 @@ class LogShipper:
         self.flush_s = flush_s
         self.maxlen = maxlen
         self.end_timeout_s = end_timeout_s
-        self._buffer: list[tuple[str, dict[str, str]]] = []
+        self._dirty: dict[TaskLog, None] = {}  # tasks holding lines, in the order they got them
+        self._buffered = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -63,12 +70,17 @@ class LogShipper:
     def enabled(self) -> bool:
         return self._redis is not None
 
-    def append(self, key: str, entry: LogLine) -> None:
-        self._buffer.append((key, entry.to_fields()))
-        if len(self._buffer) >= MAX_BUFFERED:
+    def _mark(self, task_log: TaskLog) -> None:
+        self._dirty[task_log] = None
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFERED:
             self.start_flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_s, self.start_flush)
+
+    def _unmark(self, task_log: TaskLog, lines: int) -> None:
+        self._dirty.pop(task_log, None)
+        self._buffered = max(self._buffered - lines, 0)
 
     def start_flush(self) -> None:
         if self._timer is not None:
@@ -79,28 +91,37 @@ class LogShipper:
         task.add_done_callback(self._flushes.discard)
 
     async def flush(self) -> None:
-        """Append everything buffered, in one pipeline; one flush at a time, so lines keep their order."""
+        """Append the lines every task holds, in one pipeline; one flush at a time (keeps the order)."""
         async with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            batch, self._buffer = self._buffer, []
-            if not batch or self._redis is None:
-                return
+            batch: list[tuple[str, dict[str, str]]] = []
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for task_log in list(self._dirty):
+                batch.extend((task_log.key, entry.to_fields()) for entry in task_log.drain(done))
+            self._dirty.clear()
+            self._buffered = 0
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key, fields in batch:
-                        pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
-                    await pipe.execute()
+                if batch and self._redis is not None:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key, fields in batch:
+                            pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
+                        await pipe.execute()
             except (RedisError, OSError) as exc:
                 self.dropped += len(batch)
                 log.warning("dropped %d log lines: redis failed: %s", len(batch), exc)
+            finally:
+                done.set_result(None)
 
-    async def flush_for_task_end(self) -> None:
-        """What a task's end awaits: its lines are in Redis (bounded by ``end_timeout_s``)."""
+    async def wait(self, flush: asyncio.Future[Any] | None) -> None:
+        """Wait (at most ``end_timeout_s``) for a flush, or for a new one when ``flush`` is None."""
         try:
             async with asyncio.timeout(self.end_timeout_s):
-                await self.flush()
+                if flush is None:
+                    await self.flush()
+                else:
+                    await asyncio.shield(flush)
         except TimeoutError:
             log.warning("log flush took over %.1f s; the task's result went on without it", self.end_timeout_s)
 
@@ -116,11 +137,14 @@ class TaskLog:
 
     def __init__(self, shipper: LogShipper, request: TaskRequest) -> None:
         self._shipper = shipper
-        self._key = shipper.keys.logs(request.workflow_id)
+        self.key = shipper.keys.logs(request.workflow_id)
         self._step_id = request.step_id
         self._index = request.index
         self._attempt = request.attempt
         self._splitters: dict[StreamName, LineSplitter] = {}
+        self._pending: list[LogLine] = []
+        self._pending_bytes = 0
+        self._in_flight: asyncio.Future[Any] | None = None  # the flush carrying its latest lines
         self._bytes = 0
         self._stopped = False
         self._ended = False
@@ -133,9 +157,17 @@ class TaskLog:
         if self._bytes > MAX_LOG_BYTES:
             self._stopped = True
             stream, line = "stderr", f"[flow: over {MAX_LOG_BYTES >> 20} MiB of output; the live log stops here]"
-        entry = LogLine(self._step_id, self._index, self._attempt, stream, line, ts)
-        self._shipper.append(self._key, entry)
+        self._pending.append(LogLine(self._step_id, self._index, self._attempt, stream, line, ts))
+        self._pending_bytes += len(line) + 1
         self.lines += 1
+        self._shipper._mark(self)
+
+    def drain(self, flush: asyncio.Future[Any] | None) -> list[LogLine]:
+        """The lines held so far, handed to ``flush``."""
+        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        if lines:
+            self._in_flight = flush
+        return lines
 
     def agent_lines(self, lines: list[list[Any]]) -> None:
         """A batch from the agent: ``[[stream, line, ts], ...]`` (the agent has capped its size)."""
@@ -172,8 +204,21 @@ class TaskLog:
             for line in splitter.close():
                 self._add(stream, line, now)
 
-    async def finish(self) -> None:
-        """Before the result is answered: the task's lines are in Redis."""
+    def take_final(self) -> list[TaskLogLine]:
+        """The lines not appended yet, for the task's result (none when there are too many)."""
         self.end()
-        if self.lines:
-            await self._shipper.flush_for_task_end()
+        if not self._pending or len(self._pending) > FINAL_MAX_LINES or self._pending_bytes > FINAL_MAX_BYTES:
+            return []
+        lines = [TaskLogLine(stream=e.stream, line=e.line, ts=e.ts) for e in self._pending]
+        self._shipper._unmark(self, len(self._pending))
+        self._pending, self._pending_bytes = [], 0
+        return lines
+
+    async def finish(self) -> None:
+        """Before the result is answered: the lines not handed over are appended, and earlier ones
+        still on their way have arrived."""
+        self.end()
+        if self._pending:
+            await self._shipper.wait(None)
+        elif self._in_flight is not None and not self._in_flight.done():
+            await self._shipper.wait(self._in_flight)

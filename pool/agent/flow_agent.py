@@ -22,17 +22,20 @@ protocol is newline-delimited JSON, one message per line, each written with a si
     agent -> pool  {"t": "result", "id": TASK, "exit_code": 0, "signal": null, "timed_out": false,
                     "cancelled": false, "oom": false, "stdout": "...", "log_tail": "...",
                     "output": ..., "has_output": false, "output_error": null, "error": null,
-                    "fatal": false, "run_ms": 1.2, "cpu_time_s": 0.01, "peak_memory_bytes": 9043968}
+                    "fatal": false, "run_ms": 1.2, "cpu_time_s": 0.01, "peak_memory_bytes": 9043968,
+                    "lines": [["stderr", "the last lines", 1700000000.5]]}
 
 While a task runs, its output lines go to the pool as ``log`` messages, batched: one message at most
-every ``LOG_FLUSH_S`` per task, and the rest just before its ``result`` (so a pool that has the
-result has every line). Lines carry no newline; a line longer than ``MAX_LOG_LINE_BYTES`` is cut.
+every ``LOG_FLUSH_S`` per task; the lines not sent yet when it ends come in its ``result`` (so a pool
+that has the result has every line). Lines carry no newline; a line longer than
+``MAX_LOG_LINE_BYTES`` is cut.
 
 Resource usage: a command task's CPU time (user + system) and peak RSS come from ``wait4`` on its
 child (including the descendants it waited for; the kernel floors ru_maxrss at the RSS of the
 agent when it spawned the child, some 20 MB); a function task's CPU time is its worker thread's
-(``time.thread_time``) and its peak RSS is the agent process's high-water mark, reset at the start
-of the task (``/proc/self/clear_refs``); ``null`` where the platform cannot tell.
+(``time.thread_time``) and its peak RSS is the agent process's high-water mark, which the agent
+resets (``/proc/self/clear_refs``) after answering each task; ``null`` where the platform cannot
+tell.
 
 A command task runs as a child process in its own process group (killed as a whole on timeout,
 cancel, and when it exits, so no background process outlives its task; the agent reaps it itself
@@ -55,6 +58,7 @@ import io
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -162,10 +166,13 @@ def _text(data: bytes | bytearray) -> str:
 
 
 class LogSender:
-    """A task's output lines to the pool as ``log`` messages, batched.
+    """A task's output lines to the pool, batched.
 
-    ``feed`` may be called from the event loop or from the function worker thread; the message is
-    always sent from the loop, ``LOG_FLUSH_S`` after the first line not yet sent, or by ``close``.
+    Lines fed on the event loop (a command's pipes) are sent as a ``log`` message ``LOG_FLUSH_S``
+    after the first one not sent yet. Lines fed from the function worker thread are only buffered
+    (waking the loop from there would cost every function a thread switch); a ticker on the loop
+    (:meth:`start_ticker`) sends them every ``LOG_FLUSH_S``. :meth:`close` returns what is left,
+    for the ``result`` message: a task that ends quickly costs no ``log`` message at all.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[dict[str, Any]], None], task_id: str) -> None:
@@ -175,7 +182,8 @@ class LogSender:
         self._task_id = task_id
         self._lock = threading.Lock()
         self._buffer: list[list[Any]] = []
-        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
         self._sent_bytes = 0
         self._stopped = False
         self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
@@ -199,29 +207,37 @@ class LogSender:
                     self._buffer.append(["stderr", note, now])
                     break
                 self._buffer.append([stream, line, now])
-            if self._scheduled:
-                return
-            self._scheduled = True
-        if threading.get_ident() == self._loop_thread:
-            self._loop.call_later(LOG_FLUSH_S, self.flush)
-        else:
-            self._loop.call_soon_threadsafe(self._loop.call_later, LOG_FLUSH_S, self.flush)
+        if self._timer is None and not self._closed and threading.get_ident() == self._loop_thread:
+            self._timer = self._loop.call_later(LOG_FLUSH_S, self._tick)
 
-    def flush(self) -> None:
-        """Send what is buffered (event loop thread only)."""
+    def start_ticker(self) -> None:
+        """Send what the worker thread buffers every ``LOG_FLUSH_S`` until :meth:`close`."""
+        if self._timer is None:
+            self._timer = self._loop.call_later(LOG_FLUSH_S, self._tick, True)
+
+    def _tick(self, again: bool = False) -> None:
+        self._timer = None
         with self._lock:
             batch, self._buffer = self._buffer, []
-            self._scheduled = False
         if batch:
             self._send({"t": "log", "id": self._task_id, "lines": batch})
+        if again and not self._closed:
+            self._timer = self._loop.call_later(LOG_FLUSH_S, self._tick, True)
 
-    def close(self) -> None:
-        """At the task's end: the unterminated last lines, then everything buffered."""
+    def close(self) -> list[list[Any]]:
+        """At the task's end (event loop thread): the unterminated last lines and whatever is not
+        sent yet, for the result message."""
         for stream, splitter in self._splitters.items():
             rest = splitter.close()
             if rest:
                 self._add(stream, rest)
-        self.flush()
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        return batch
 
 
 class _TextSink(io.TextIOBase):
@@ -255,15 +271,15 @@ def reset_peak_rss() -> bool:
 
 
 def peak_rss_bytes() -> int | None:
-    """This process's RSS high-water mark (``VmHWM``), or None."""
+    """This process's RSS high-water mark (since the last reset), or None.
+
+    ``getrusage`` (a microsecond) rather than ``VmHWM`` in ``/proc/self/status`` (tens of them); it
+    never reports less than the image's RSS before exec, some 10 MB, below the agent's own RSS.
+    """
     try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (OSError, ValueError):
+        return None
 
 
 def thread_cpu_s() -> float | None:
@@ -526,12 +542,19 @@ class Runner:
         finally:
             self.agent.busy -= 1
             self.agent.runners.pop(self.task_id, None)
-            logs.close()  # every line is sent before the result
+        lines = logs.close()
+        if lines:
+            result["lines"] = lines  # the last lines travel with the result
         result.update(
             {"t": "result", "id": self.task_id, "timed_out": self.timed_out, "cancelled": self.cancelled}
         )
         result["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.session.send(result)
+        # The RSS high-water mark back to the current RSS for the next task (see peak_rss_bytes, and
+        # wait4's ru_maxrss, which starts from the spawning process's mark): after the answer, off
+        # the task's time.
+        if self.agent.peak_resettable:
+            self.agent.loop.call_soon(reset_peak_rss)
         if result.get("fatal"):
             with contextlib.suppress(Exception):
                 await self.session.writer.drain()
@@ -555,9 +578,6 @@ class Runner:
         stdin: Any = subprocess.DEVNULL
         if input_path and os.path.exists(input_path):
             stdin = open(input_path, "rb")  # noqa: SIM115 - closed below
-        # The kernel counts the spawning process's RSS high-water mark into the child's ru_maxrss (the
-        # image before exec): lower it to the agent's current RSS, whatever an earlier task left.
-        reset_peak_rss()
         try:
             # Popen, not asyncio's subprocess: the agent reaps the child itself (wait4 gives its rusage).
             proc = subprocess.Popen(
@@ -632,6 +652,7 @@ class Runner:
         tail = Tail()
         timeout_s = self.message.get("timeout_s")
         future = self.agent.loop.run_in_executor(self.agent.executor, self.call_function, tail, logs)
+        logs.start_ticker()
         cancel_wait = asyncio.ensure_future(self.cancel_event.wait())
         waiters: set[asyncio.Future[Any]] = {future, cancel_wait}
         done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -646,8 +667,8 @@ class Runner:
         return {"exit_code": None, "log_tail": tail.text(), "fatal": True}
 
     def call_function(self, tail: Tail, logs: LogSender) -> dict[str, Any]:
-        """Runs in the worker thread; its CPU time is this thread's, its memory the process's peak."""
-        peak_reset = reset_peak_rss()
+        """Runs in the worker thread; its CPU time is this thread's, its memory the process's peak
+        (reset after the previous task)."""
         cpu_before = thread_cpu_s()
         try:
             result = self._call_function(tail, logs)
@@ -655,7 +676,7 @@ class Runner:
             cpu_after = thread_cpu_s()
         cpu = None if cpu_before is None or cpu_after is None else round(cpu_after - cpu_before, 6)
         result["cpu_time_s"] = cpu
-        result["peak_memory_bytes"] = peak_rss_bytes() if peak_reset else None
+        result["peak_memory_bytes"] = peak_rss_bytes() if self.agent.peak_resettable else None
         return result
 
     def _call_function(self, tail: Tail, logs: LogSender) -> dict[str, Any]:
@@ -708,6 +729,7 @@ class Agent:
         self.busy = 0
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-fn")
         self.functions: dict[tuple[str, str, str], Any] = {}
+        self.peak_resettable = False  # whether /proc/self/clear_refs can reset the RSS high-water mark
         self._fn_loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[int] | None = None
         self.loop = asyncio.new_event_loop()
@@ -754,6 +776,7 @@ class Agent:
 
     async def main(self) -> int:
         self._stopped = self.loop.create_future()
+        self.peak_resettable = reset_peak_rss()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         server = await asyncio.start_unix_server(self.accept, path=self.socket_path, limit=MAX_LINE_BYTES)

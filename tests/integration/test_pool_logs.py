@@ -11,9 +11,10 @@ import redis.asyncio as aioredis
 
 from flowcore.keyspace import Keyspace
 from flowcore.logstream import LogLine
-from flowcore.pool_api import DispatchMode
+from flowcore.pool_api import DispatchMode, TaskResult
 from flowcore.settings import PoolSettings
 from pool.services import PoolServices
+from pool.tasklogs import FINAL_MAX_LINES
 from tests.pool_fixtures import make_task, nopython_image, pool, pool_settings, work_dir  # noqa: F401
 
 MIB = 1024 * 1024
@@ -26,6 +27,13 @@ async def log_lines(redis_url: str, wf_id: str) -> list[LogLine]:
     finally:
         await client.aclose()
     return [LogLine.from_fields(fields) for _, fields in entries]
+
+
+async def all_lines(redis_url: str, wf_id: str, result: TaskResult) -> list[tuple[str, str]]:
+    """What the workflow's stream ends up with: the lines the pool appended, then those the worker
+    appends with the task's completion (``result.logs``)."""
+    appended = [(e.stream, e.line) for e in await log_lines(redis_url, wf_id)]
+    return appended + [(x.stream, x.line) for x in result.logs]
 
 
 async def wait_for_line(redis_url: str, wf_id: str, text: str) -> list[LogLine]:
@@ -59,15 +67,15 @@ async def test_agent_command_lines_are_live_tagged_and_complete(
     (inputs[0].parent / "go").touch()
     result = await asyncio.wait_for(running, 60)
     assert result.ok, result
-    # Every line is in Redis by the time the result is answered, the unterminated last one included.
-    lines = await log_lines(pool_settings.redis.url, "wf-live")
-    assert [(e.stream, e.line) for e in lines] == [
+    # Every line is either in Redis or in the result, the unterminated last one included, in order.
+    assert await all_lines(pool_settings.redis.url, "wf-live", result) == [
         ("stdout", "first"),
         ("stderr", "warning 1"),
         ("stdout", "second"),
         ("stdout", "no newline"),
     ]
-    assert all(e.ts > 0 for e in lines)
+    assert all(e.ts > 0 for e in await log_lines(pool_settings.redis.url, "wf-live"))
+    assert all(x.ts > 0 for x in result.logs)
     assert result.log_tail.endswith("no newline")  # the tail is still there as well
 
 
@@ -106,8 +114,7 @@ async def test_function_lines_and_usage(pool: PoolServices, pool_settings: PoolS
         make_task(base_image, workflow_id="wf-fn", step_id="fn", function=function, resources={"memory_mb": 512})
     )
     assert result.ok and result.output == 80 * MIB, result
-    lines = await log_lines(pool_settings.redis.url, "wf-fn")
-    assert [(e.stream, e.line) for e in lines] == [
+    assert await all_lines(pool_settings.redis.url, "wf-fn", result) == [
         ("stdout", "hello from fn"),
         ("stderr", "to stderr"),
         ("stderr", "INFO flow.step: logged 7"),
@@ -125,8 +132,8 @@ async def test_exec_mode_lines_and_cpu(
     )
     result = await pool.dispatcher.execute(request)
     assert result.ok and result.mode == DispatchMode.EXEC, result
-    lines = await log_lines(pool_settings.redis.url, "wf-exec")
-    assert sorted((e.stream, e.line) for e in lines) == [("stderr", "two"), ("stdout", "one")]
+    lines = await all_lines(pool_settings.redis.url, "wf-exec", result)
+    assert sorted(lines) == [("stderr", "two"), ("stdout", "one")]
     assert result.cpu_time_s is not None and result.cpu_time_s > 0
     assert result.peak_memory_bytes is None  # a pooled container's cgroup peak is not this task's
 
@@ -138,7 +145,17 @@ async def test_cold_mode_lines_and_usage(pool: PoolServices, pool_settings: Pool
                   output="text")
     )
     assert result.ok and result.mode == DispatchMode.COLD, result
-    lines = await log_lines(pool_settings.redis.url, "wf-cold")
-    assert sorted((e.stream, e.line) for e in lines) == [("stderr", "cold err"), ("stdout", "cold out")]
+    lines = await all_lines(pool_settings.redis.url, "wf-cold", result)
+    assert sorted(lines) == [("stderr", "cold err"), ("stdout", "cold out")]
     assert result.cpu_time_s is not None and result.cpu_time_s > 0
     assert result.peak_memory_bytes is not None and result.peak_memory_bytes >= 48 * MIB
+
+
+async def test_a_chatty_task_appends_its_own_lines(pool: PoolServices, pool_settings: PoolSettings, base_image: str) -> None:
+    # More lines than a result carries: the pool appends what the result cannot carry before it answers.
+    result = await pool.dispatcher.execute(
+        make_task(base_image, workflow_id="wf-chatty", command="seq 1 3000", mode=DispatchMode.AGENT, output="text")
+    )
+    assert result.ok and len(result.logs) <= FINAL_MAX_LINES < 3000
+    lines = await all_lines(pool_settings.redis.url, "wf-chatty", result)
+    assert [line for _, line in lines] == [str(i) for i in range(1, 3001)]

@@ -431,3 +431,17 @@ def test_complete_records_the_task_resource_usage() -> None:
     a, b = d.snap.tasks["a:0"], d.snap.tasks["b:0"]
     assert (a.cpu_time_s, a.peak_memory_bytes) == (0.25, 4096)
     assert (b.cpu_time_s, b.peak_memory_bytes) == (None, None)  # not measured: unknown, never 0
+
+
+def test_complete_hands_the_task_last_log_lines_to_the_commit() -> None:
+    from flowcore.logstream import LogLine
+    from flowcore.pool_api import TaskLogLine
+
+    d = Driver({"name": "logs", "steps": [{"id": "a", **IMG}]})
+    d.start()
+    step, index, token = d.queue.pop(0)
+    d.claim(step, index, token)
+    lines = [TaskLogLine(stream="stderr", line="warn", ts=1.5)]
+    plan = d.complete(step, index, token, ok(1, logs=lines))
+    assert plan.log_lines == [LogLine("a", 0, 1, "stderr", "warn", 1.5)]
+    assert d.complete(step, index, token, ok(1, logs=lines)).log_lines == []  # a duplicate adds nothing
