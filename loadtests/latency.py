@@ -69,7 +69,7 @@ def measure(rate: float = 100, seconds: float = 10) -> dict[str, Any]:
             time.sleep(0.1)
     sent = asyncio.run(_publish(rate, seconds, f"lat-{int(time.time())}", event_type))
     with api() as client:
-        client.delete(f"/v1/triggers/{trigger['id']}")
+        client.post(f"/v1/triggers/{trigger['id']}/disable")
     conn = redis.Redis.from_url(redis_url())
     keys = Keyspace("flow")
     deadline = time.monotonic() + 180
