@@ -48,26 +48,16 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _name(definition: Any) -> str:
-    if definition is None:
-        return ""
-    try:
-        doc = json.loads(definition)
-    except ValueError:
-        return ""
-    name = doc.get("name") if isinstance(doc, dict) else None
-    return name if isinstance(name, str) else ""
-
-
-def _origin(raw: Any) -> str:
+def _json_str(raw: Any, key: str, default: str) -> str:
+    """The string at ``key`` of a JSON object stored in a hash field; ``default`` for anything else."""
     if raw is None:
-        return "api"
+        return default
     try:
         doc = json.loads(raw)
     except ValueError:
-        return "api"
-    kind = doc.get("kind") if isinstance(doc, dict) else None
-    return kind if isinstance(kind, str) else "api"
+        return default
+    value = doc.get(key) if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else default
 
 
 def _records(raw: list[Any], model: type[TaskRecord] | type[StepRecord]) -> tuple[Any, ...]:
@@ -93,13 +83,13 @@ def summary_from_fields(wf_id: str, values: list[Any], tasks: list[Any], steps: 
     error = fields["error"]
     return RunSummary(
         wf_id=wf_id,
-        name=_name(fields["definition"]),
+        name=_json_str(fields["definition"], "name", ""),
         status=status,
         created_at=created,
         started_at=_float(fields["started_at"]),
         finished_at=_float(fields["finished_at"]),
         error=_text(error) if error else None,
-        origin=_origin(fields["origin"]),
+        origin=_json_str(fields["origin"], "kind", "api"),
         tasks=_records(tasks, TaskRecord),
         steps=_records(steps, StepRecord),
     )

@@ -28,12 +28,11 @@ from starlette.routing import Route
 
 from flowcore import eventfilter
 from flowcore.errors import Conflict, NotFound, Unauthorized
-from flowcore.firing import Fire, FireOutcome, FireResult
-from flowcore.records import Origin
+from flowcore.firing import FireOutcome
 from flowcore.signatures import SignatureError, delivery_id, verify
-from flowcore.triggers import Trigger, TriggerType
+from flowcore.triggers import TriggerType
 from gateway.bodies import parse_model, read_document
-from gateway.routes.triggers import firing, retention_s, trigger_store
+from gateway.routes.triggers import fire_now, retention_s, trigger_store
 
 
 class EventIn(BaseModel):
@@ -46,23 +45,6 @@ class EventIn(BaseModel):
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _fire_event(request: Request, trigger: Trigger, event: EventIn, event_id: str, now: float) -> FireResult:
-    fire = firing(request)
-    return await fire.fire(
-        Fire(
-            template_id=trigger.workflow_id,
-            template=await fire.template(trigger.workflow_id),
-            origin=Origin(kind="event", trigger_id=trigger.id, template_id=trigger.workflow_id, fired_at=now,
-                          event_id=event_id),
-            now=now,
-            trigger=trigger,
-            fire_key=f"event:{event.id}" if event.id else None,
-            payload=event.payload,
-            retention_s=retention_s(request),
-        )
-    )
 
 
 async def publish_event(request: Request) -> Response:
@@ -97,7 +79,8 @@ async def publish_event(request: Request) -> Response:
                 candidates = await store.get_many(list(recorded.get("triggers", [])))
     fired: list[dict[str, Any]] = []
     for trigger in candidates:
-        result = await _fire_event(request, trigger, event, event_id, now)
+        result = await fire_now(request, trigger, kind="event", fire_key=f"event:{event.id}" if event.id else None,
+                                payload=event.payload, event_id=event_id)
         fired.append({"trigger_id": trigger.id, **result.view()})
     started = sum(1 for f in fired if f["status"] == FireOutcome.STARTED.value)
     body = {"event_id": event_id, "type": event.type, "duplicate": duplicate and started == 0,
@@ -147,20 +130,8 @@ async def receive_webhook(request: Request) -> Response:
         raise Conflict(f"trigger {trigger.id!r} is disabled; the delivery started nothing", field="trigger_id")
     payload = _webhook_payload(request, raw)
     delivery = delivery_id(auth, headers, payload)
-    fire = firing(request)
-    result = await fire.fire(
-        Fire(
-            template_id=trigger.workflow_id,
-            template=await fire.template(trigger.workflow_id),
-            origin=Origin(kind="webhook", trigger_id=trigger.id, template_id=trigger.workflow_id, fired_at=now,
-                          event_id=delivery),
-            now=now,
-            trigger=trigger,
-            fire_key=f"delivery:{delivery}" if delivery else None,
-            payload=payload,
-            retention_s=retention_s(request),
-        )
-    )
+    result = await fire_now(request, trigger, kind="webhook", fire_key=f"delivery:{delivery}" if delivery else None,
+                            payload=payload, event_id=delivery)
     body = {**result.view(), "duplicate": result.outcome == FireOutcome.DUPLICATE, "delivery_id": delivery,
             "trigger_id": trigger.id}
     return JSONResponse(body, status_code=202)

@@ -133,20 +133,22 @@ async def trigger_runs(request: Request) -> Response:
     return JSONResponse({"items": items, "total": len(items)})
 
 
-async def _fire_trigger(request: Request, trigger: Trigger, body: ManualFire) -> FireResult:
-    if not trigger.enabled:
-        raise Conflict(f"trigger {trigger.id!r} is disabled; enable it to fire it", field="trigger_id")
+async def fire_now(
+    request: Request, trigger: Trigger, *, kind: str, fire_key: str | None, payload: Any, event_id: str | None = None
+) -> FireResult:
+    """Fire ``trigger`` from this request (manual, event or webhook), recording ``kind`` as its origin."""
     fire = firing(request)
     now = time.time()
     return await fire.fire(
         Fire(
             template_id=trigger.workflow_id,
             template=await fire.template(trigger.workflow_id),
-            origin=Origin(kind="manual", trigger_id=trigger.id, template_id=trigger.workflow_id, fired_at=now),
+            origin=Origin(kind=kind, trigger_id=trigger.id, template_id=trigger.workflow_id, fired_at=now,
+                          event_id=event_id),
             now=now,
             trigger=trigger,
-            fire_key=idempotency_key(request),
-            payload=body.input_data,
+            fire_key=fire_key,
+            payload=payload,
             retention_s=retention_s(request),
         )
     )
@@ -156,7 +158,9 @@ async def fire_trigger(request: Request) -> Response:
     """Fire a trigger by hand, whatever its type; ``input_data`` is merged over the trigger's."""
     body = await _optional_body(request)
     trigger = await trigger_store(request).get(request.path_params["trigger_id"])
-    result = await _fire_trigger(request, trigger, body)
+    if not trigger.enabled:
+        raise Conflict(f"trigger {trigger.id!r} is disabled; enable it to fire it", field="trigger_id")
+    result = await fire_now(request, trigger, kind="manual", fire_key=idempotency_key(request), payload=body.input_data)
     return fire_answer(result, trigger_id=trigger.id)
 
 

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from flowcore.settings import GatewaySettings, RedisSection
-from gateway.app import create_app
 from gateway.dashboard.masking import MASK
 from gateway.dashboard.sessions import SESSION_TTL_S
+from tests.gateway_client import gateway_client
 
 TOKEN = "dashboard-test-token-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,11 +28,8 @@ STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "pr
 async def gw(redis_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Redis]]:
     settings = GatewaySettings(redis=RedisSection(url=redis_url), tokens=[SecretStr(TOKEN)])
     conn = Redis.from_url(redis_url)
-    app = create_app(settings, redis=conn)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
-            yield client, conn
+    async with gateway_client(settings, conn, headers={}, base_url="http://gw.test") as client:
+        yield client, conn
     await conn.aclose()
 
 

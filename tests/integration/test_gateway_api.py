@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
+from tests.gateway_client import gateway_client
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
@@ -24,11 +25,8 @@ STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "pr
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = GatewaySettings(redis={"url": redis_url}, max_body_bytes=64 * 1024)
     conn = Redis.from_url(redis_url)
-    app = create_app(settings, redis=conn)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=AUTH) as client:
-            yield client
+    async with gateway_client(settings, conn) as client:
+        yield client
     await conn.aclose()
 
 

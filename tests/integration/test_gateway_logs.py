@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from flowcore.keyspace import Keyspace
 from flowcore.pool_api import TaskRequest
 from flowcore.settings import GatewaySettings
-from gateway.app import create_app
 from pool.tasklogs import LogShipper
+from tests.gateway_client import gateway_client
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["true"]}
@@ -38,11 +38,8 @@ async def conn(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def api(redis_url: str, conn: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(GatewaySettings(redis={"url": redis_url}), redis=conn)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=AUTH) as client:
-            yield client
+    async with gateway_client(GatewaySettings(redis={"url": redis_url}), conn) as client:
+        yield client
 
 
 async def started(api: httpx.AsyncClient) -> str:

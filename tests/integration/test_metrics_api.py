@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 
 from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings
-from gateway.app import create_app
 from gateway.routes import metrics as metrics_routes
+from tests.gateway_client import gateway_client
 from tests.integration.driver import Worker, failed, ok
 from tests.unit.test_exposition import check_exposition
 
@@ -36,9 +36,7 @@ async def conn(redis_url: str) -> AsyncIterator[Redis]:
 async def api(conn: Redis, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     # The configured pool service is a closed port: /metrics must report it down, not fail.
     settings = GatewaySettings(redis={"url": redis_url}, pool={"url": "http://127.0.0.1:9"})
-    app = create_app(settings, redis=conn)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw", headers=AUTH) as client:
+    async with gateway_client(settings, conn) as client:
         yield client
 
 

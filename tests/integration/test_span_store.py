@@ -17,7 +17,7 @@ from flowcore import tracing
 from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings
 from flowcore.tracing_store import RedisSpanExporter
-from gateway.app import create_app
+from tests.gateway_client import gateway_client
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"id": "a", "image": "agentainer-flow/python:3.11", "command": ["true"]}
@@ -26,11 +26,8 @@ STEP = {"id": "a", "image": "agentainer-flow/python:3.11", "command": ["true"]}
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     conn = Redis.from_url(redis_url)
-    app = create_app(GatewaySettings(redis={"url": redis_url}), redis=conn)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=AUTH) as client:
-            yield client
+    async with gateway_client(GatewaySettings(redis={"url": redis_url}), conn) as client:
+        yield client
     await conn.aclose()
 
 
