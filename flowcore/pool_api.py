@@ -51,6 +51,8 @@ class TaskRequest(_Wire):
     pool: PoolOptions | None = None
     traceparent: str | None = Field(None, description="W3C trace context; the step gets it as TRACEPARENT.")
     tracestate: str | None = Field(None, description="W3C tracestate; the step gets it as TRACESTATE.")
+    user: str | None = Field(None, description="uid[:gid] of the task processes; None: the pool's default.")
+    read_only_root: bool | None = Field(None, description="None: the pool's default.")
     state_token: str | None = Field(None, description="Lets step code reach the workflow state.")
 
 

@@ -100,4 +100,6 @@ def task_request(snap: Snapshot, task: TaskRecord, deps: frozenset[str]) -> Task
         network=step.network,
         mode=DispatchMode(step.mode),
         pool=step.pool,
+        user=step.user,
+        read_only_root=step.read_only_root,
     )

@@ -1,7 +1,11 @@
 """The pool's end of the agent channel: newline-delimited JSON over a unix socket.
 
-The socket lives in the container's bind-mounted run directory, so the channel needs no container
-network. Each message is written in one ``write`` (no Nagle on unix sockets, no 40 ms stalls). A
+The pool listens (:class:`AgentListener`) on a socket in a directory of its own that the container
+sees read-only, and the agent connects to it: the pool never opens a path that a container could
+have replaced, and the channel needs no container network. The first message must be the agent's
+``hello`` with the token the pool gave that container; anything else is dropped, and once the agent
+is in, the pool stops listening and removes the socket. The same frames could travel over TCP to a
+pod (a Kubernetes runtime). Each message is written in one ``write`` (no Nagle on unix sockets, no 40 ms stalls). A
 reader task routes replies: ``result`` to the waiting :meth:`AgentChannel.run`, ``log`` lines to
 that run's log handler, ``pong`` to :meth:`AgentChannel.ping`, ``state`` requests to the state
 handler, whose answer goes back as ``state_reply``. When the socket closes, every waiter fails at once with
@@ -12,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import itertools
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pool.agent.flow_agent import MAX_LINE_BYTES, decode_message, encode_message
+from pool.agent.flow_agent_wire import MAX_LINE_BYTES, decode_message, encode_message
 from pool.errors import AgentStartFailed, ChannelClosed
 
 log = logging.getLogger(__name__)
@@ -53,52 +60,6 @@ class AgentChannel:
         self.on_close: Callable[[], None] | None = None
         self._reader_task = asyncio.create_task(self._read_loop())
         self._handlers: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    async def connect(
-        cls,
-        path: str,
-        *,
-        timeout_s: float,
-        state_handler: StateHandler | None = None,
-        alive: Liveness | None = None,
-    ) -> AgentChannel:
-        """Connect to an agent, retrying until its socket answers with ``hello``.
-
-        ``alive`` is polled now and then while waiting, so a container that died at start (an
-        image without python3) fails fast instead of after the whole timeout.
-        """
-        deadline = time.monotonic() + timeout_s
-        delay = 0.002
-        next_alive_check = time.monotonic() + 0.25
-        last_error: Exception | None = None
-        while True:
-            if os.path.exists(path):
-                try:
-                    reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE_BYTES)
-                except OSError as exc:
-                    last_error = exc
-                else:
-                    try:
-                        line = await asyncio.wait_for(
-                            reader.readline(), max(0.1, deadline - time.monotonic())
-                        )
-                        hello = decode_message(line) if line else {}
-                    except (TimeoutError, ValueError, OSError) as exc:
-                        last_error = exc
-                        hello = {}
-                    if hello.get("t") == "hello":
-                        return cls(reader, writer, hello, state_handler)
-                    writer.close()
-            now = time.monotonic()
-            if now >= deadline:
-                raise AgentStartFailed(f"the agent did not answer within {timeout_s:g} s ({last_error})")
-            if alive is not None and now >= next_alive_check:
-                next_alive_check = now + 0.25
-                if not await alive():
-                    raise AgentStartFailed("the container exited before its agent answered (no python3?)")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     @property
     def closed(self) -> bool:
@@ -229,3 +190,89 @@ class AgentChannel:
                 reply = {"ok": False, "error": str(getattr(exc, "message", exc))}
         with contextlib.suppress(ChannelClosed):
             self._send({"t": "state_reply", "rid": rid, **reply})
+
+
+def token_digest(token: str) -> str:
+    """How an agent token is kept (a container label): its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AgentListener:
+    """A listening socket at ``path`` for one container's agent (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._arrivals: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self._server: asyncio.AbstractServer | None = None
+
+    @classmethod
+    async def open(cls, path: str) -> AgentListener:
+        listener = cls(path)
+        with contextlib.suppress(FileNotFoundError):
+            # Our own socket of an earlier run (adoption); the directory is the pool's alone.
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        listener._server = await asyncio.start_unix_server(listener._arrived, path=path, limit=MAX_LINE_BYTES)
+        os.chmod(path, 0o600)
+        return listener
+
+    async def _arrived(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._arrivals.put((reader, writer))
+
+    async def accept(
+        self,
+        *,
+        token_sha256: str,
+        timeout_s: float,
+        state_handler: StateHandler | None = None,
+        alive: Liveness | None = None,
+    ) -> AgentChannel:
+        """Wait for the agent's ``hello`` with the token whose SHA-256 is ``token_sha256``; then stop
+        listening.
+
+        ``alive`` is polled now and then while waiting, so a container that died at start (an
+        image without python3) fails fast instead of after the whole timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        refused = 0
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    extra = f"; {refused} connection(s) without the container's token refused" if refused else ""
+                    raise AgentStartFailed(f"the agent did not connect within {timeout_s:g} s{extra}")
+                try:
+                    reader, writer = await asyncio.wait_for(self._arrivals.get(), min(left, 0.25))
+                except TimeoutError:
+                    if alive is not None and not await alive():
+                        raise AgentStartFailed(
+                            "the container exited before its agent answered (no python3?)"
+                        ) from None
+                    continue
+                try:
+                    line = await asyncio.wait_for(reader.readline(), max(0.1, deadline - time.monotonic()))
+                    hello = decode_message(line) if line else {}
+                except (TimeoutError, ValueError, OSError):
+                    hello = {}
+                offered = hello.get("token")
+                if (
+                    hello.get("t") == "hello"
+                    and isinstance(offered, str)
+                    and hmac.compare_digest(token_digest(offered), token_sha256)
+                ):
+                    hello.pop("token", None)
+                    return AgentChannel(reader, writer, hello, state_handler)
+                refused += 1
+                writer.close()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        while not self._arrivals.empty():
+            _, writer = self._arrivals.get_nowait()
+            writer.close()

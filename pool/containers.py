@@ -1,13 +1,17 @@
 """Pooled containers: how they are made, adopted after a restart, and removed.
 
-A pooled container mounts two host directories:
+An ``agent`` container (images with python3) mounts, read-only:
 
-- ``{work_dir}/c/{suffix}`` at ``/flow/run`` (read-write): the agent socket ``agent.sock``, shipped
-  function modules ``modules/`` and the per-task directories ``tasks/``;
-- this package's ``agent/`` directory at ``/flow/agent`` (read-only): the agent program.
+- ``{work_dir}/{service}/c/{suffix}`` at ``/flow/ctl``: a directory only the pool writes, holding
+  the pool's listening socket ``pool.sock`` for this container (:class:`pool.channel.AgentListener`);
+- this package's ``agent/`` directory at ``/flow/agent``: the agent program.
 
-An ``agent`` container runs ``python3 /flow/agent/flow_agent.py`` as its main process; an ``exec``
-container (images without python3) runs a shell that sleeps, and every task is a ``docker exec``.
+Nothing the container can write is on the host: task directories live on a tmpfs at ``/flow/task``
+and ``/tmp`` is a tmpfs too (the root filesystem is read-only where the key says so). The agent runs
+as root in the container with only the capabilities it needs to run each task as the key's
+unprivileged uid and clean up after it (:data:`AGENT_CAPS`); the task itself has none, and
+``no-new-privileges`` keeps it that way. An ``exec`` container (images without python3) runs a
+sleeping shell as the task's uid with no capabilities at all; every task is a ``docker exec``.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowcore.errors import FlowError, NotFound
-from pool.channel import AgentChannel, StateHandler
+from pool.channel import AgentChannel, AgentListener, StateHandler, token_digest
 from pool.errors import AgentStartFailed
 from pool.keys import PoolKey
 from pool.runtime import (
@@ -42,19 +47,58 @@ from pool.runtime import (
 log = logging.getLogger(__name__)
 
 AGENT_DIR = Path(__file__).resolve().parent / "agent"
-RUN_DIR = "/flow/run"
-TASKS_DIR = f"{RUN_DIR}/tasks"
-AGENT_CMD = [
-    "python3",
-    "-u",
-    "/flow/agent/flow_agent.py",
-    "--socket",
-    f"{RUN_DIR}/agent.sock",
-    "--modules",
-    f"{RUN_DIR}/modules",
-]
+CTL_DIR = "/flow/ctl"
+TASKS_DIR = "/flow/task"
+AGENT_CMD = ["python3", "-u", "/flow/agent/flow_agent.py", "--connect", f"{CTL_DIR}/pool.sock"]
 SLEEPER_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+AGENT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID")
+LABEL_AGENT_TOKEN = "io.agentainer.flow.agent_token_sha256"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+_SUFFIX = re.compile(r"^[0-9a-f]{12}$")
+
+
+def scratch_mounts(key: PoolKey, *, tasks_mode: str) -> dict[str, str]:
+    """tmpfs mounts of a pooled container (pure): ``/tmp`` and the task directories, bounded."""
+    size = f",size={key.memory_mb}m" if key.memory_mb else ""
+    return {
+        "/tmp": f"rw,nosuid,nodev,mode=1777{size}",
+        TASKS_DIR: f"rw,nosuid,nodev,mode={tasks_mode}{size}",
+    }
+
+
+def container_spec(key: PoolKey, *, name: str, labels: dict[str, str], host_dir: Path, token: str) -> ContainerSpec:
+    """How a pooled container of ``key`` is created (pure; see the module docstring)."""
+    common: dict[str, object] = {
+        "image": key.image,
+        "command": [],
+        "labels": labels,
+        "network": key.network,
+        "cpu": key.cpu,
+        "memory_mb": key.memory_mb,
+        "pids": key.pids,
+        "workdir": "/",
+        "name": name,
+        "cap_drop": ("ALL",),
+        "no_new_privileges": True,
+        "read_only_root": key.read_only_root,
+    }
+    if key.kind == "agent":
+        return ContainerSpec(
+            entrypoint=AGENT_CMD,
+            env={"PYTHONDONTWRITEBYTECODE": "1", "FLOW_AGENT_TOKEN": token},
+            binds=[Bind(str(host_dir), CTL_DIR, read_only=True), Bind(str(AGENT_DIR), "/flow/agent", read_only=True)],
+            user="0:0",
+            cap_add=AGENT_CAPS,
+            tmpfs=scratch_mounts(key, tasks_mode="0755"),
+            **common,  # type: ignore[arg-type]
+        )
+    return ContainerSpec(
+        entrypoint=SLEEPER_CMD,
+        env={},
+        user=key.user,
+        tmpfs=scratch_mounts(key, tasks_mode="1777"),
+        **common,  # type: ignore[arg-type]
+    )
 
 
 @dataclass(eq=False)
@@ -71,10 +115,6 @@ class PooledContainer:
     lost_reason: str | None = None  # set when found dead or unhealthy
     broken: bool = False  # must not serve another task (killed after a timeout, OOM flag set...)
     generation: int = 0
-
-    @property
-    def tasks_host_dir(self) -> Path:
-        return self.host_dir / "tasks"
 
     @property
     def short_id(self) -> str:
@@ -128,37 +168,31 @@ class ContainerFactory:
         return self.containers_dir / suffix
 
     async def create(self, key: PoolKey, *, kind: str = "pooled") -> PooledContainer:
-        """Start a container for ``key`` and, for an agent container, connect to its agent."""
+        """Start a container for ``key`` and, for an agent container, wait for its agent."""
         suffix = secrets.token_hex(6)
         host_dir = self._host_dir(suffix)
-        (host_dir / "tasks").mkdir(parents=True)
-        (host_dir / "modules").mkdir()
-        for path in (host_dir, host_dir / "tasks", host_dir / "modules"):
-            os.chmod(path, 0o777)
-        spec = ContainerSpec(
-            image=key.image,
-            entrypoint=AGENT_CMD if key.kind == "agent" else SLEEPER_CMD,
-            command=[],
-            env={"PYTHONDONTWRITEBYTECODE": "1"} if key.kind == "agent" else {},
-            labels=self.labels(key, kind=kind),
-            binds=[Bind(str(host_dir), RUN_DIR), Bind(str(AGENT_DIR), "/flow/agent", read_only=True)],
-            network=key.network,
-            cpu=key.cpu,
-            memory_mb=key.memory_mb,
-            pids=key.pids,
-            workdir="/",
-            name=f"flow-{safe_name(self.service_id)}-{suffix}",
-        )
+        token = secrets.token_urlsafe(32)
+        labels = self.labels(key, kind=kind)
+        listener: AgentListener | None = None
+        if key.kind == "agent":
+            labels[LABEL_AGENT_TOKEN] = token_digest(token)
+            self.containers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            host_dir.mkdir(mode=0o700)
+            listener = await AgentListener.open(str(host_dir / "pool.sock"))
+        name = f"flow-{safe_name(self.service_id)}-{suffix}"
+        spec = container_spec(key, name=name, labels=labels, host_dir=host_dir, token=token)
         try:
             container_id = await self.runtime.start(spec)
         except BaseException:
+            if listener is not None:
+                listener.close()
             shutil.rmtree(host_dir, ignore_errors=True)
             raise
-        container = PooledContainer(container_id, spec.name or suffix, key, host_dir, None)
-        if key.kind == "agent":
+        container = PooledContainer(container_id, name, key, host_dir, None)
+        if listener is not None:
             try:
-                container.channel = await AgentChannel.connect(
-                    str(host_dir / "agent.sock"),
+                container.channel = await listener.accept(
+                    token_sha256=token_digest(token),
                     timeout_s=self.agent_start_timeout_s,
                     state_handler=self.state_handler,
                     alive=lambda: self._alive(container_id),
@@ -186,7 +220,11 @@ class ContainerFactory:
         shutil.rmtree(container.host_dir, ignore_errors=True)
 
     async def adopt(self, state: ContainerState) -> PooledContainer | None:
-        """A container a previous run of this service left: reuse it when it is healthy and idle."""
+        """A container a previous run of this service left: reuse it when it is healthy and idle.
+
+        Its agent reconnects to a new listener in the pool's own directory and must prove the token
+        whose digest the container's label holds; nothing the container wrote is read or removed.
+        """
         if state.labels.get(LABEL_KIND) != "pooled" or not state.running:
             return None
         try:
@@ -194,24 +232,29 @@ class ContainerFactory:
         except (KeyError, ValueError, TypeError):
             return None
         suffix = state.name.rsplit("-", 1)[-1]
-        host_dir = self._host_dir(suffix)
-        if not host_dir.is_dir():
+        if not _SUFFIX.match(suffix):
             return None
+        host_dir = self._host_dir(suffix)
         container = PooledContainer(state.container_id, state.name, key, host_dir, None)
         if key.kind == "agent":
+            digest = state.labels.get(LABEL_AGENT_TOKEN)
             try:
-                channel = await AgentChannel.connect(
-                    str(host_dir / "agent.sock"), timeout_s=2.0, state_handler=self.state_handler
+                is_dir = stat.S_ISDIR(os.lstat(host_dir).st_mode)
+            except OSError:
+                is_dir = False
+            if not digest or not is_dir:
+                return None
+            try:
+                listener = await AgentListener.open(str(host_dir / "pool.sock"))
+                channel = await listener.accept(
+                    token_sha256=digest, timeout_s=3.0, state_handler=self.state_handler
                 )
-            except AgentStartFailed:
+            except (AgentStartFailed, OSError):
                 return None
             if channel.hello.get("busy"):
                 await channel.close()
                 return None
             container.channel = channel
-        # Leftover task directories belong to tasks of the previous run.
-        for child in container.tasks_host_dir.iterdir():
-            shutil.rmtree(child, ignore_errors=True)
         return container
 
     def remove_orphan_dirs(self, keep: set[Path]) -> None:

@@ -1,30 +1,28 @@
 """The step contract: what a task sees inside its container, the same in every dispatch mode.
 
-Before a task the pool writes its input to a per-task directory on the host that the container sees
-through a bind mount (so it works with network ``none``)::
+The task's input, output and state updates cross the container boundary over the agent protocol
+(or, for images without python3, the engine's exec/attach streams): the host never reads or writes
+a file a container can write. Inside the container each task has a directory of its own::
 
-    {task dir}/input.json   the task's input as JSON; also the task's stdin
-    {task dir}/output.json  the step may write its output here (JSON); wins over stdout
-    {task dir}/state.json   the step may write a JSON list of StateOp objects here
-    {task dir}/work/        the task's working directory (unless the request names a workdir)
-    {task dir}/tmp/         TMPDIR
-    {task dir}/usage        (exec and cold runs) the container cgroup's CPU and peak memory counters
-                            before and after the command, written by the wrapping shell
+    /flow/task/{n}/input.json   the task's input as JSON; also the task's stdin
+    /flow/task/{n}/output.json  the step may write its output here (JSON); wins over stdout
+    /flow/task/{n}/state.json   the step may write a JSON list of StateOp objects here
+    /flow/task/{n}/work/        the task's working directory and HOME (unless the step names a workdir)
+    /flow/task/{n}/tmp/         TMPDIR
 
-After the task, :func:`build_outcome` turns what came back (exit code, stdout, the files) into the
-fields of a :class:`~flowcore.pool_api.TaskResult`; the directory is then removed, so nothing of one
-task's files reaches the next.
+``output.json`` and ``state.json`` need the agent (images with python3): the agent reads them without
+following links, regular files only, at most :data:`MAX_FILE_BYTES`. Images without python3 take
+their input from stdin (and ``input.json``, at most :data:`MAX_ENV_INPUT_BYTES`: it travels in the
+environment) and give their output on stdout.
+
+After the task, :func:`build_outcome` turns what came back (exit code, stdout, the files' contents)
+into the fields of a :class:`~flowcore.pool_api.TaskResult`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,69 +30,14 @@ from pydantic import TypeAdapter, ValidationError
 from flowcore.pool_api import ErrorKind, StateOp, TaskError, TaskRequest
 
 LOG_TAIL_BYTES = 4096
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_ENV_INPUT_BYTES = 100_000  # under Linux's 128 KiB limit of one environment string
 _STATE_OPS = TypeAdapter(list[StateOp])
-_counter = itertools.count()
 
 
-@dataclass(frozen=True)
-class TaskDir:
-    host: Path
-    container: str  # the same directory as the container sees it
-
-    def c(self, name: str) -> str:
-        return f"{self.container}/{name}"
-
-    @property
-    def input_path(self) -> str:
-        return self.c("input.json")
-
-    @property
-    def output_path(self) -> str:
-        return self.c("output.json")
-
-    @property
-    def state_path(self) -> str:
-        return self.c("state.json")
-
-    @property
-    def work_path(self) -> str:
-        return self.c("work")
-
-    @property
-    def tmp_path(self) -> str:
-        return self.c("tmp")
-
-    @property
-    def usage_path(self) -> str:
-        return self.c("usage")
-
-
-def prepare_task_dir(host_root: Path, container_root: str, request: TaskRequest) -> TaskDir:
-    """Create the per-task directory and write the input (world-writable: images may not run as root)."""
-    digest = hashlib.sha1(request.task_id.encode()).hexdigest()[:12]
-    name = f"{digest}-{next(_counter)}"
-    host = host_root / name
-    (host / "work").mkdir(parents=True)
-    (host / "tmp").mkdir()
-    (host / "input.json").write_text(json.dumps(request.input))
-    for path in (host, host / "work", host / "tmp"):
-        os.chmod(path, 0o777)
-    return TaskDir(host=host, container=f"{container_root}/{name}")
-
-
-def remove_task_dir(task_dir: TaskDir) -> None:
-    shutil.rmtree(task_dir.host, ignore_errors=True)
-
-
-def read_optional(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace")
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-
-
-def task_env(request: TaskRequest, task_dir: TaskDir) -> dict[str, str]:
-    """The request's env plus the FLOW_* variables of the contract (the FLOW_* ones win)."""
+def task_env(request: TaskRequest) -> dict[str, str]:
+    """The request's env plus the FLOW_* variables of the contract (the FLOW_* ones win; the agent
+    adds the paths of the task's own directory)."""
     env = dict(request.env)
     env.update(
         {
@@ -103,10 +46,6 @@ def task_env(request: TaskRequest, task_dir: TaskDir) -> dict[str, str]:
             "FLOW_TASK_ID": request.task_id,
             "FLOW_INDEX": str(request.index),
             "FLOW_ATTEMPT": str(request.attempt),
-            "FLOW_INPUT_PATH": task_dir.input_path,
-            "FLOW_OUTPUT_PATH": task_dir.output_path,
-            "FLOW_STATE_PATH": task_dir.state_path,
-            "TMPDIR": task_dir.tmp_path,
         }
     )
     if request.traceparent:
@@ -121,58 +60,54 @@ def command_argv(command: list[str] | str) -> list[str]:
     return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
 
 
-# Shell builtins only (no fork, no `cat`: images without python3 may have little else): one line
-# "<when> <cpu ns or -> <peak memory bytes or ->" from the container's cgroup, v2 or v1.
-_USAGE_SH = """u() {
-  c=; m=
-  if [ -r /sys/fs/cgroup/cpu.stat ]; then
-    while read -r k v; do if [ "$k" = usage_usec ]; then c=${v}000; fi; done < /sys/fs/cgroup/cpu.stat
-    if [ -r /sys/fs/cgroup/memory.peak ]; then read -r m < /sys/fs/cgroup/memory.peak; fi
-  else
-    if [ -r /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then read -r c < /sys/fs/cgroup/cpuacct/cpuacct.usage; fi
-    f=/sys/fs/cgroup/memory/memory.max_usage_in_bytes
-    if [ -r "$f" ]; then read -r m < "$f"; fi
-  fi
-  echo "$1 ${c:--} ${m:--}" >> "$p"
-}
-p=$1; shift
-u start 2>/dev/null
-"$@" < "$FLOW_INPUT_PATH"
-r=$?
-u end 2>/dev/null
-exit $r"""
+# For images without python3 (exec and one-shot runs): a shell, as the task's uid, makes the task's
+# directory on the container's tmpfs, writes the input there from the environment and feeds it to
+# the command. Only the shell and mkdir are needed.
+_WRAPPER_SH = """d=/flow/task/$1; shift
+mkdir -p "$d/work" "$d/tmp" 2>/dev/null || { d=/tmp/flow-task-$$; mkdir -p "$d/work" "$d/tmp"; }
+printf '%s' "$FLOW_INPUT" > "$d/input.json"
+unset FLOW_INPUT
+export FLOW_INPUT_PATH="$d/input.json" FLOW_OUTPUT_PATH="$d/output.json" FLOW_STATE_PATH="$d/state.json"
+export TMPDIR="$d/tmp" HOME="$d/work"
+if [ -z "$FLOW_WORKDIR_SET" ]; then cd "$d/work"; fi
+unset FLOW_WORKDIR_SET
+exec "$@" < "$d/input.json"
+"""
+
+# After an exec task, as its uid: kill everything of that uid (kill(-1) spares the caller and PID 1)
+# and remove what it left on the scratch mounts.
+_CLEANUP_SH = """kill -9 -1 2>/dev/null
+rm -rf "/flow/task/$1" /tmp/* /tmp/.[!.]* /dev/shm/* 2>/dev/null
+exit 0"""
 
 
-def task_wrapped(argv: list[str], usage_path: str) -> list[str]:
-    """For exec and one-shot runs (no attached stdin): a shell feeds the input file to the command
-    and notes the container's CPU and memory counters around it in ``usage_path``."""
-    return ["/bin/sh", "-c", _USAGE_SH, "flow-task", usage_path, *argv]
+def task_wrapped(argv: list[str], name: str) -> list[str]:
+    """The command wrapped for an image without the agent (see :data:`_WRAPPER_SH`)."""
+    return ["/bin/sh", "-c", _WRAPPER_SH, "flow-task", name, *argv]
 
 
-@dataclass(frozen=True)
-class Usage:
-    cpu_time_s: float | None = None
-    peak_memory_bytes: int | None = None
+def cleanup_argv(name: str) -> list[str]:
+    return ["/bin/sh", "-c", _CLEANUP_SH, "flow-cleanup", name]
 
 
-def parse_usage(text: str | None, *, with_peak: bool) -> Usage:
-    """Read what :func:`task_wrapped` wrote: the CPU time between ``start`` and ``end``, and (for a
-    one-shot container, whose cgroup served this task alone) the cgroup's peak memory (pure)."""
-    if not text:
-        return Usage()
-    rows: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            rows[parts[0]] = parts[1:]
-    start, end = rows.get("start"), rows.get("end")
-    if end is None:
-        return Usage()
-    cpu = None
-    if start is not None and start[0].isdigit() and end[0].isdigit():
-        cpu = round(max(int(end[0]) - int(start[0]), 0) / 1e9, 6)
-    peak = int(end[1]) if with_peak and end[1].isdigit() and int(end[1]) > 0 else None
-    return Usage(cpu_time_s=cpu, peak_memory_bytes=peak)
+def wrapped_env(request: TaskRequest) -> dict[str, str]:
+    """The environment of a wrapped task: the contract's plus the input (bounded: see the module doc)."""
+    env = task_env(request)
+    env["FLOW_INPUT"] = json.dumps(request.input, separators=(",", ":"))
+    if request.workdir:
+        env["FLOW_WORKDIR_SET"] = "1"
+    return env
+
+
+def input_too_large(request: TaskRequest) -> str | None:
+    """Why a wrapped task cannot take this input, or None (pure)."""
+    size = len(json.dumps(request.input, separators=(",", ":")).encode())
+    if size > MAX_ENV_INPUT_BYTES:
+        return (
+            f"the task's input is {size} bytes; images without python3 take at most {MAX_ENV_INPUT_BYTES} "
+            "(use an image with python3: its agent takes inputs of any size)"
+        )
+    return None
 
 
 @dataclass

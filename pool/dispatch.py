@@ -28,18 +28,12 @@ from flowcore.errors import Conflict, FlowError, ImageNotFound, InvalidInput, No
 from flowcore.pool_api import DispatchMode, ErrorKind, TaskError, TaskRequest, TaskResult, TaskTimings
 from flowcore.tracing_spans import record_acquire
 from pool import contract, sizing
-from pool.containers import TASKS_DIR, PooledContainer, safe_name
+from pool.containers import PooledContainer, safe_name, scratch_mounts
 from pool.errors import ChannelClosed, PoolWaitTimeout
-from pool.keys import Kind, PoolKey, key_for
+from pool.keys import Kind, key_for
 from pool.manager import PoolManager
 from pool.records import ContainerRecorder
-from pool.runtime import (
-    LABEL_STEP,
-    LABEL_TASK,
-    LABEL_WORKFLOW,
-    Bind,
-    ContainerSpec,
-)
+from pool.runtime import LABEL_STEP, LABEL_TASK, LABEL_WORKFLOW, ContainerSpec
 from pool.tasklogs import LogShipper, TaskLog
 
 
@@ -189,70 +183,63 @@ class Dispatcher:
         self, request: TaskRequest, container: PooledContainer, running: Running
     ) -> contract.RawOutcome:
         assert container.channel is not None
-        task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
-        try:
-            message: dict[str, Any] = {
-                "id": request.task_id,
-                "env": contract.task_env(request, task_dir),
-                "cwd": request.workdir or task_dir.work_path,
-                "timeout_s": request.timeout_s,
+        message: dict[str, Any] = {
+            "id": request.task_id,
+            "env": contract.task_env(request),
+            "cwd": request.workdir,
+            "timeout_s": request.timeout_s,
+            "user": container.key.user,
+            "max_file_bytes": contract.MAX_FILE_BYTES,
+        }
+        if request.function is not None:
+            message["kind"] = "function"
+            message["function"] = request.function.model_dump()
+            message["ctx"] = {
+                "workflow_id": request.workflow_id,
+                "step_id": request.step_id,
+                "task_id": request.task_id,
+                "index": request.index,
+                "attempt": request.attempt,
+                "input": request.input,
+                "traceparent": request.traceparent,
             }
-            if request.function is not None:
-                message["kind"] = "function"
-                message["function"] = request.function.model_dump()
-                message["ctx"] = {
-                    "workflow_id": request.workflow_id,
-                    "step_id": request.step_id,
-                    "task_id": request.task_id,
-                    "index": request.index,
-                    "attempt": request.attempt,
-                    "input": request.input,
-                    "traceparent": request.traceparent,
-                }
-            else:
-                assert request.command is not None
-                message["kind"] = "command"
-                message["argv"] = contract.command_argv(request.command)
-                message["input_path"] = task_dir.input_path
-            backstop = request.timeout_s + self.settings.task_grace_s if request.timeout_s else None
-            try:
-                on_log = running.log.agent_lines if running.log is not None else None
-                reply = await asyncio.wait_for(
-                    container.channel.run(message, request.workflow_id, on_log), backstop
-                )
-            except TimeoutError:
-                container.broken = True
-                await self.runtime.kill(container.container_id)
-                return contract.RawOutcome(
-                    exit_code=None, timed_out=True, log_tail="(the agent did not answer)"
-                )
-            except ChannelClosed as exc:
-                container.broken = True
-                return await self._lost(container, running, exc.message)
-            if reply.get("fatal"):
-                container.broken = True
-            raw = contract.RawOutcome(
-                exit_code=reply.get("exit_code"),
-                stdout=str(reply.get("stdout") or ""),
-                log_tail=str(reply.get("log_tail") or ""),
-                timed_out=bool(reply.get("timed_out")),
-                oom=bool(reply.get("oom")),
-                cancelled=bool(reply.get("cancelled")) or running.cancelled,
-                function=request.function is not None,
-                function_error=reply.get("error"),
-                function_output=reply.get("output"),
-                has_function_output=bool(reply.get("has_output")),
-                output_error=reply.get("output_error"),
-                cpu_time_s=_non_negative(reply.get("cpu_time_s")),
-                peak_memory_bytes=_non_negative_int(reply.get("peak_memory_bytes")),
-            )
-            if request.function is None and reply.get("error"):
-                raw.lost = str(reply["error"])
-            raw.output_file = contract.read_optional(task_dir.host / "output.json")
-            raw.state_file = contract.read_optional(task_dir.host / "state.json")
-            return raw
-        finally:
-            contract.remove_task_dir(task_dir)
+        else:
+            assert request.command is not None
+            message["kind"] = "command"
+            message["argv"] = contract.command_argv(request.command)
+            message["input"] = request.input
+        backstop = request.timeout_s + self.settings.task_grace_s if request.timeout_s else None
+        try:
+            on_log = running.log.agent_lines if running.log is not None else None
+            reply = await asyncio.wait_for(container.channel.run(message, request.workflow_id, on_log), backstop)
+        except TimeoutError:
+            container.broken = True
+            await self.runtime.kill(container.container_id)
+            return contract.RawOutcome(exit_code=None, timed_out=True, log_tail="(the agent did not answer)")
+        except ChannelClosed as exc:
+            container.broken = True
+            return await self._lost(container, running, exc.message)
+        # Everything in the reply is data from inside a container: typed here, never trusted.
+        raw = contract.RawOutcome(
+            exit_code=_int_or_none(reply.get("exit_code")),
+            stdout=_text(reply.get("stdout")),
+            log_tail=_text(reply.get("log_tail")),
+            timed_out=reply.get("timed_out") is True,
+            oom=reply.get("oom") is True,
+            cancelled=reply.get("cancelled") is True or running.cancelled,
+            function=request.function is not None,
+            function_error=_text_or_none(reply.get("error")),
+            function_output=reply.get("output"),
+            has_function_output=reply.get("has_output") is True,
+            output_error=_text_or_none(reply.get("output_error")) or _text_or_none(reply.get("file_error")),
+            output_file=_text_or_none(reply.get("output_file")),
+            state_file=_text_or_none(reply.get("state_file")),
+            cpu_time_s=_non_negative(reply.get("cpu_time_s")),
+            peak_memory_bytes=_non_negative_int(reply.get("peak_memory_bytes")),
+        )
+        if request.function is None and raw.function_error:
+            raw.lost = raw.function_error
+        return raw
 
     async def _lost(self, container: PooledContainer, running: Running, reason: str) -> contract.RawOutcome:
         """The container died under a task: OOM, a cancel, or lost (retriable)."""
@@ -268,66 +255,67 @@ class Dispatcher:
         self, request: TaskRequest, container: PooledContainer, running: Running
     ) -> contract.RawOutcome:
         assert request.command is not None
-        task_dir = contract.prepare_task_dir(container.tasks_host_dir, TASKS_DIR, request)
+        too_large = contract.input_too_large(request)
+        if too_large is not None:
+            return contract.RawOutcome(exit_code=None, output_error=too_large)
+        name = secrets.token_hex(8)
         try:
-            argv = contract.task_wrapped(contract.command_argv(request.command), task_dir.usage_path)
-            try:
-                res = await self.runtime.exec(
-                    container.container_id,
-                    argv,
-                    contract.task_env(request, task_dir),
-                    request.workdir or task_dir.work_path,
-                    request.timeout_s,
-                    running.log.feed if running.log is not None else None,
-                )
-            except FlowError as exc:
-                container.broken = True
-                return await self._lost(container, running, exc.message)
-            raw = contract.RawOutcome(
-                exit_code=res.exit_code,
-                stdout=res.stdout.decode(errors="replace"),
-                log_tail=res.combined_tail.decode(errors="replace"),
-                timed_out=res.timed_out,
-                cancelled=running.cancelled,
+            res = await self.runtime.exec(
+                container.container_id,
+                contract.task_wrapped(contract.command_argv(request.command), name),
+                contract.wrapped_env(request),
+                request.workdir,
+                request.timeout_s,
+                running.log.feed if running.log is not None else None,
+                user=container.key.user,
             )
-            if res.timed_out:
+        except FlowError as exc:
+            container.broken = True
+            return await self._lost(container, running, exc.message)
+        raw = contract.RawOutcome(
+            exit_code=res.exit_code,
+            stdout=res.stdout.decode(errors="replace"),
+            log_tail=res.combined_tail.decode(errors="replace"),
+            timed_out=res.timed_out,
+            cancelled=running.cancelled,
+        )
+        if res.timed_out:
+            container.broken = True
+        elif res.exit_code in (-1, 137) or container.lost_reason is not None:
+            # Killed: by the memory limit, by a cancel, or the container died under it.
+            try:
+                state = await self.runtime.inspect(container.container_id)
+            except FlowError:
+                state = None
+            if state is None or not state.running:
                 container.broken = True
-            elif res.exit_code in (-1, 137) or container.lost_reason is not None:
-                # Killed: by the memory limit, by a cancel, or the container died under it.
-                try:
-                    state = await self.runtime.inspect(container.container_id)
-                except FlowError:
-                    state = None
-                if state is None or not state.running:
-                    container.broken = True
-                    if not running.cancelled:
-                        lost = await self._lost(container, running, "the container stopped during the task")
-                        lost.log_tail = raw.log_tail
-                        return lost
-                elif state.oom_killed:
-                    container.broken = True  # the OOM flag sticks: do not blame the next task
-                    raw.oom = True
-            raw.output_file = contract.read_optional(task_dir.host / "output.json")
-            raw.state_file = contract.read_optional(task_dir.host / "state.json")
-            # A pooled container's cgroup peak spans its earlier tasks: only the CPU time is this task's.
-            usage = contract.parse_usage(contract.read_optional(task_dir.host / "usage"), with_peak=False)
-            raw.cpu_time_s = usage.cpu_time_s
-            return raw
-        finally:
-            contract.remove_task_dir(task_dir)
+                if not running.cancelled:
+                    lost = await self._lost(container, running, "the container stopped during the task")
+                    lost.log_tail = raw.log_tail
+                    return lost
+            elif state.oom_killed:
+                container.broken = True  # the OOM flag sticks: do not blame the next task
+                raw.oom = True
+        if not container.broken:
+            # Nothing the task started may meet the next one: kill its uid's processes, drop its files.
+            try:
+                await self.runtime.exec(
+                    container.container_id, contract.cleanup_argv(name), {}, "/", 10.0, user=container.key.user
+                )
+            except FlowError:
+                container.broken = True
+        return raw
 
     async def _cold(self, request: TaskRequest, running: Running, *, pool_key: str | None) -> TaskResult:
-        """A one-shot container: create, start, wait, remove (the baseline; always works)."""
+        """A one-shot container: create, start, run, remove (the baseline; always works).
+
+        Images with python3 run the task through a one-shot agent (the same contract as warm ones);
+        others run the wrapped command as the container's own process.
+        """
         started = time.perf_counter()
-        if request.function is not None:
-            key = PoolKey(
-                image=request.image,
-                kind="agent",
-                network=request.network,
-                cpu=request.resources.cpu,
-                memory_mb=request.resources.memory_mb,
-                pids=request.resources.pids,
-            )
+        container_id: str | None = None
+        if await self._has_python(request.image):
+            key = key_for(request, "agent")
             try:
                 container = await self.manager.factory.create(key, kind="oneshot")
             except FlowError as exc:
@@ -337,7 +325,11 @@ class Dispatcher:
                 raw = await self._run_agent(request, container, running)
             finally:
                 await self.manager.factory.destroy(container)
-            container_id: str | None = container.container_id
+            container_id = container.container_id
+        elif request.function is not None:
+            return self._failed(
+                request, ErrorKind.RUNTIME, f"function steps need python3 in the image; {request.image} has none"
+            )
         else:
             raw, container_id = await self._cold_command(request, running)
         exec_ms = (time.perf_counter() - started) * 1000
@@ -350,13 +342,20 @@ class Dispatcher:
         self._record(request, result, started_ms=started, finished_at=_now_iso())
         return result
 
+    async def _has_python(self, image: str) -> bool:
+        try:
+            return await self.manager.has_python(image)
+        except FlowError:
+            return False
+
     async def _cold_command(
         self, request: TaskRequest, running: Running
     ) -> tuple[contract.RawOutcome, str | None]:
         assert request.command is not None
-        root = self.manager.factory.service_dir / "t"
-        root.mkdir(parents=True, exist_ok=True)
-        task_dir = contract.prepare_task_dir(root, "/flow/task", request)
+        too_large = contract.input_too_large(request)
+        if too_large is not None:
+            return contract.RawOutcome(exit_code=None, output_error=too_large), None
+        key = key_for(request, "exec")
         name = f"flow-{safe_name(self.settings.service_id)}-t{secrets.token_hex(6)}"
         running.oneshot_name = name
         labels = {
@@ -367,46 +366,39 @@ class Dispatcher:
         }
         spec = ContainerSpec(
             image=request.image,
-            entrypoint=contract.task_wrapped(contract.command_argv(request.command), task_dir.usage_path),
+            entrypoint=contract.task_wrapped(contract.command_argv(request.command), "task"),
             command=[],
-            env=contract.task_env(request, task_dir),
+            env=contract.wrapped_env(request),
             labels=labels,
-            binds=[Bind(str(task_dir.host), task_dir.container)],
-            network=request.network,
-            cpu=request.resources.cpu,
-            memory_mb=request.resources.memory_mb,
-            pids=request.resources.pids,
-            workdir=request.workdir or task_dir.work_path,
+            network=key.network,
+            cpu=key.cpu,
+            memory_mb=key.memory_mb,
+            pids=key.pids,
+            workdir=request.workdir or "/",
             name=name,
+            user=key.user,
+            read_only_root=key.read_only_root,
+            tmpfs=scratch_mounts(key, tasks_mode="1777"),
         )
+        if running.cancelled:
+            return contract.RawOutcome(exit_code=None, cancelled=True), None
         try:
-            if running.cancelled:
-                return contract.RawOutcome(exit_code=None, cancelled=True), None
-            try:
-                res = await self.runtime.run_once(
-                    spec, request.timeout_s, running.log.feed if running.log is not None else None
-                )
-            except ImageNotFound:
-                raise
-            except FlowError as exc:
-                return contract.RawOutcome(
-                    exit_code=None, lost=exc.message, cancelled=running.is_cancelled()
-                ), None
-            raw = contract.RawOutcome(
-                exit_code=res.exit_code,
-                stdout=res.stdout.decode(errors="replace"),
-                log_tail=res.combined_tail.decode(errors="replace"),
-                timed_out=res.timed_out,
-                oom=res.oom_killed and not res.timed_out,
-                cancelled=running.cancelled,
-                output_file=contract.read_optional(task_dir.host / "output.json"),
-                state_file=contract.read_optional(task_dir.host / "state.json"),
+            res = await self.runtime.run_once(
+                spec, request.timeout_s, running.log.feed if running.log is not None else None
             )
-            usage = contract.parse_usage(contract.read_optional(task_dir.host / "usage"), with_peak=True)
-            raw.cpu_time_s, raw.peak_memory_bytes = usage.cpu_time_s, usage.peak_memory_bytes
-            return raw, res.container_id
-        finally:
-            contract.remove_task_dir(task_dir)
+        except ImageNotFound:
+            raise
+        except FlowError as exc:
+            return contract.RawOutcome(exit_code=None, lost=exc.message, cancelled=running.is_cancelled()), None
+        raw = contract.RawOutcome(
+            exit_code=res.exit_code,
+            stdout=res.stdout.decode(errors="replace"),
+            log_tail=res.combined_tail.decode(errors="replace"),
+            timed_out=res.timed_out,
+            oom=res.oom_killed and not res.timed_out,
+            cancelled=running.cancelled,
+        )
+        return raw, res.container_id
 
     # ------------------------------------------------------------------ results
     def _result(
@@ -464,6 +456,18 @@ class Dispatcher:
         self.recorder.record(
             request, result, started_at=_now_iso(-elapsed_s), finished_at=finished_at or _now_iso()
         )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _non_negative(value: Any) -> float | None:

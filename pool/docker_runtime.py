@@ -50,6 +50,11 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "Binds": [f"{b.host_path}:{b.container_path}:{'ro' if b.read_only else 'rw'}" for b in spec.binds],
         "Privileged": False,
         "Init": False,
+        "CapDrop": list(spec.cap_drop),
+        "CapAdd": list(spec.cap_add),
+        "SecurityOpt": ["no-new-privileges:true"] if spec.no_new_privileges else [],
+        "ReadonlyRootfs": spec.read_only_root,
+        "Tmpfs": dict(spec.tmpfs),
     }
     if spec.memory_mb is not None:
         host["Memory"] = spec.memory_mb * 1024 * 1024
@@ -75,6 +80,8 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         config["Cmd"] = list(spec.command)
     if spec.workdir is not None:
         config["WorkingDir"] = spec.workdir
+    if spec.user is not None:
+        config["User"] = spec.user
     return config
 
 
@@ -265,10 +272,13 @@ class DockerRuntime:
         workdir: str | None,
         timeout_s: float | None,
         on_output: OutputSink | None = None,
+        user: str | None = None,
     ) -> ProcessResult:
         with _translate("exec in container"):
             container = self._d.containers.container(container_id)
-            execution = await container.exec(list(argv), environment=dict(env), workdir=workdir)
+            execution = await container.exec(
+                list(argv), environment=dict(env), workdir=workdir, user=user or ""
+            )
         out = bytearray()
         err = bytearray()
         combined = bytearray()

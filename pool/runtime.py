@@ -52,6 +52,12 @@ class ContainerSpec:
     pids: int | None = None
     workdir: str | None = None
     name: str | None = None
+    user: str | None = None  # the container's main process; None: the image's
+    cap_drop: Sequence[str] = ("ALL",)
+    cap_add: Sequence[str] = ()
+    no_new_privileges: bool = True
+    read_only_root: bool = False
+    tmpfs: Mapping[str, str] = field(default_factory=dict)  # container path -> mount options
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,9 @@ class ContainerRuntime(Protocol):
         workdir: str | None,
         timeout_s: float | None,
         on_output: OutputSink | None = None,
+        user: str | None = None,
     ) -> ProcessResult:
-        """Run ``argv`` in a running container; on timeout the container is killed."""
+        """Run ``argv`` in a running container (as ``user``); on timeout the container is killed."""
 
     async def kill(self, container_id: str) -> None:
         """SIGKILL the container; missing or stopped containers are not an error."""

@@ -2,7 +2,7 @@
 
 Lines come from the agent (``log`` messages, already split and batched in the container) or, for
 ``exec`` and ``cold`` runs, as raw output chunks that :class:`TaskLog` splits with the agent's own
-:class:`~pool.agent.flow_agent.LineSplitter`. Each task keeps its lines until :class:`LogShipper`
+:class:`~pool.agent.flow_agent_wire.LineSplitter`. Each task keeps its lines until :class:`LogShipper`
 (one per pool service) appends the lines of every task in one pipeline of ``XADD ... MAXLEN ~ N``
 commands, ``flush_s`` after the first line not sent yet.
 
@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from flowcore.keyspace import Keyspace
 from flowcore.logstream import LOG_STREAM_MAXLEN, LogLine, StreamName
 from flowcore.pool_api import TaskLogLine, TaskRequest
-from pool.agent.flow_agent import MAX_LOG_BYTES, LineSplitter
+from pool.agent.flow_agent_wire import MAX_LOG_BYTES, LineSplitter
 
 log = logging.getLogger(__name__)
 

@@ -155,9 +155,9 @@ async def test_function_kinds(pool: PoolServices, base_image: str) -> None:
     assert "RuntimeError: step broke" in failed.error.message and "Traceback" in failed.log_tail
     slow = await pool.dispatcher.execute(make_task(base_image, function=fn("forever"), timeout_s=0.5))
     assert slow.error is not None and slow.error.kind == ErrorKind.TIMEOUT
-    # The container that ran the stuck function was replaced; the pool still works.
+    # Only the function's own process was killed (it runs outside the agent): the container serves on.
     after = await pool.dispatcher.execute(make_task(base_image, function=fn("double"), input={"x": 1}))
-    assert after.ok and after.output == 2 and after.container_id != slow.container_id
+    assert after.ok and after.output == 2 and after.container_id == slow.container_id
 
 
 async def test_cancel_a_running_task(pool: PoolServices, base_image: str) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from flowcore.logstream import LogLine
-from pool.agent.flow_agent import LineSplitter
-from pool.contract import Usage, parse_usage, task_wrapped
+from pool.agent.flow_agent_wire import LineSplitter
+from pool.contract import task_wrapped
 
 
 def test_line_splitter_joins_chunks_and_keeps_the_unterminated_rest() -> None:
@@ -31,30 +32,13 @@ def test_log_line_round_trips_through_redis_fields() -> None:
     assert LogLine.from_fields({"line": "x", "index": "nope", "stream": "weird"}) == LogLine("", 0, 1, "stdout", "x", 0.0)
 
 
-@pytest.mark.parametrize(
-    ("text", "with_peak", "usage"),
-    [
-        ("start 1000000 5\nend 251000000 7340032\n", True, Usage(0.25, 7340032)),
-        ("start 1000000 5\nend 251000000 7340032\n", False, Usage(0.25, None)),
-        ("start - -\nend - -\n", True, Usage(None, None)),  # no readable cgroup
-        ("start 10 -\n", True, Usage(None, None)),  # killed before the end line
-        ("end 3000000000 0\n", True, Usage(None, None)),
-        ("", True, Usage()),
-        (None, True, Usage()),
-        ("start 5 1\nend 2 9\n", True, Usage(0.0, 9)),  # never negative
-    ],
-)
-def test_parse_usage(text: str | None, with_peak: bool, usage: Usage) -> None:
-    assert parse_usage(text, with_peak=with_peak) == usage
-
-
-def test_the_wrapper_feeds_stdin_keeps_the_exit_code_and_notes_usage(tmp_path: Path) -> None:
-    (tmp_path / "input.json").write_text(json.dumps({"x": 1}))
-    usage = tmp_path / "usage"
-    argv = task_wrapped(["/bin/sh", "-c", "cat; echo; echo err >&2; exit 3"], str(usage))
-    done = subprocess.run(argv, env={"FLOW_INPUT_PATH": str(tmp_path / "input.json"), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, check=False)
-    assert (done.returncode, done.stdout, done.stderr) == (3, '{"x": 1}\n', "err\n")
-    rows = [line.split() for line in usage.read_text().splitlines()]
-    assert [r[0] for r in rows] == ["start", "end"] and all(len(r) == 3 for r in rows)
-    assert all(v == "-" or v.isdigit() for r in rows for v in r[1:])
+def test_the_wrapper_feeds_the_input_keeps_the_exit_code_and_sets_the_paths() -> None:
+    argv = task_wrapped(["/bin/sh", "-c", 'cat; echo; echo "$FLOW_INPUT|$HOME" >&2; exit 3'], "t1")
+    env = {"FLOW_INPUT": json.dumps({"x": 1}), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (3, '{"x": 1}\n')
+    unset, home = done.stderr.strip().split("|")
+    # /flow/task/t1 where it may be made (as in a container), else a directory under /tmp.
+    assert unset == "" and home.endswith("/work")
+    assert home == "/flow/task/t1/work" or home.startswith("/tmp/flow-task-")
+    shutil.rmtree(Path(home).parent, ignore_errors=True)

@@ -1,0 +1,331 @@
+"""Python-function steps, outside the agent: a zygote per function, a forked child per task.
+
+Stdlib only, Python 3.9 or newer: it runs inside step containers.
+
+The agent starts a zygote (``flow_agent.py --zygote``) as the task's uid, feeds it the function's
+module source on stdin, and the zygote imports it once. For each task the agent sends the zygote a
+``fork`` datagram carrying one end of a fresh socket pair; the zygote forks, answers the child's pid,
+and the child speaks newline-delimited JSON with the agent over that socket::
+
+    agent -> child {"t": "task", "ctx": {...}, "env": {...}, "cwd": DIR}
+    child -> agent {"t": "log", "lines": [[stream, line, ts], ...]}
+    child -> agent {"t": "state", "rid": 1, "op": "get", "key": "k", "value": null}
+    agent -> child {"t": "state_reply", "rid": 1, "ok": true, "found": true, "value": 41}
+    child -> agent {"t": "done", "exit_code": 0, "output": ..., "has_output": true, "error": null,
+                    "output_error": null, "cpu_time_s": 0.01, "peak_memory_bytes": ..., "lines": [...]}
+
+The child never sees the pool's connection: whatever it sends, the agent attributes to its own task.
+The zygote and its children are not dumpable (no ptrace, no ``/proc/PID/mem``), so a task cannot
+patch the zygote that will fork the next one; the agent kills the child (and everything of its uid
+but the zygotes) when the task ends, times out or is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import json
+import linecache
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+try:  # a package on the host (tests, the pool's imports); a sibling file in a container
+    from .flow_agent_wire import (
+        LOG_FLUSH_S,
+        MAX_LOG_BYTES,
+        LineSplitter,
+        Tail,
+        _TextSink,
+        decode_message,
+        encode_message,
+    )
+except ImportError:  # pragma: no cover - the in-container layout
+    from flow_agent_wire import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+        LOG_FLUSH_S,
+        MAX_LOG_BYTES,
+        LineSplitter,
+        Tail,
+        _TextSink,
+        decode_message,
+        encode_message,
+    )
+
+STATE_TIMEOUT_S = 30.0
+PR_SET_DUMPABLE = 4
+
+
+def load_function(spec: dict[str, Any]) -> Any:
+    """Import ``spec["module"]`` (from its shipped ``source`` when there is one) and return the
+    callable at ``spec["qualname"]``."""
+    module_name = str(spec.get("module"))
+    qualname = str(spec.get("qualname"))
+    source = spec.get("source")
+    if source:
+        filename = f"<flow step module {module_name}>"
+        code = compile(source, filename, "exec")
+        # Tracebacks show the lines of the shipped source.
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        mod_spec = importlib.util.spec_from_loader(module_name, loader=None)
+        assert mod_spec is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        module.__file__ = filename
+        sys.modules[module_name] = module
+        exec(code, module.__dict__)  # the step's own code, in its own process
+    else:
+        module = importlib.import_module(module_name)
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{module_name}.{qualname} is not callable")
+    return target
+
+
+def not_dumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): no process of the same uid may ptrace us or read our memory."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+class StepState:
+    """``ctx.state`` in a function child: synchronous requests to the agent over the task socket."""
+
+    def __init__(self, channel: ChildChannel) -> None:
+        self._channel = channel
+
+    def _call(self, op: str, key: str, value: Any = None) -> dict[str, Any]:
+        reply = self._channel.request({"t": "state", "op": op, "key": key, "value": value})
+        if not reply.get("ok"):
+            raise RuntimeError(f"state {op} {key!r} failed: {reply.get('error')}")
+        return reply
+
+    def get(self, key: str, default: Any = None) -> Any:
+        reply = self._call("get", key)
+        return reply.get("value") if reply.get("found") else default
+
+    def set(self, key: str, value: Any) -> Any:
+        return self._call("set", key, value).get("value")
+
+    def increment(self, key: str, by: float = 1) -> Any:
+        return self._call("increment", key, by).get("value")
+
+    def append(self, key: str, value: Any) -> Any:
+        return self._call("append", key, value).get("value")
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key)
+
+
+class StepContext:
+    """The minimal ``ctx`` a Python-function step receives (the SDK wraps it)."""
+
+    def __init__(self, data: dict[str, Any], env: dict[str, str], state: Any, log: logging.Logger) -> None:
+        self.workflow_id: str = data.get("workflow_id", "")
+        self.step_id: str = data.get("step_id", "")
+        self.task_id: str = data.get("task_id", "")
+        self.index: int = int(data.get("index", 0))
+        self.attempt: int = int(data.get("attempt", 1))
+        self.input: Any = data.get("input")
+        self.traceparent: str | None = data.get("traceparent")
+        inp = self.input if isinstance(self.input, dict) else {}
+        self.item: Any = inp.get("item")
+        self.deps: Any = inp.get("deps")
+        self.env = env
+        self.state = state
+        self.log = log
+
+
+class ChildChannel:
+    """The child's end of its task socket: sends under a lock, one request at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        self._send_lock = threading.Lock()
+        self._request_lock = threading.Lock()
+        self._rid = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = encode_message(message)
+        with self._send_lock:
+            self._sock.sendall(data)
+
+    def receive(self) -> dict[str, Any]:
+        line = self._reader.readline()
+        if not line:
+            raise ConnectionError("the agent closed the task socket")
+        return decode_message(line)
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._request_lock:
+            self._rid += 1
+            self.send({**message, "rid": self._rid})
+            self._sock.settimeout(STATE_TIMEOUT_S)
+            try:
+                while True:
+                    reply = self.receive()
+                    if reply.get("rid") == self._rid:
+                        return reply
+            finally:
+                self._sock.settimeout(None)
+
+
+class ChildLogs:
+    """Output lines of a function child, sent by a flusher thread every ``LOG_FLUSH_S``."""
+
+    def __init__(self, channel: ChildChannel) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._buffer: list[list[Any]] = []
+        self._sent_bytes = 0
+        self._stopped = False
+        self._closed = threading.Event()
+        self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+        self._thread = threading.Thread(target=self._flush_loop, daemon=True)
+        self._thread.start()
+
+    def feed(self, stream: str, data: bytes) -> None:
+        with self._lock:
+            lines = self._splitters[stream].feed(data)
+            self._add(stream, lines)
+
+    def _add(self, stream: str, lines: list[str]) -> None:
+        now = round(time.time(), 6)
+        for line in lines:
+            if self._stopped:
+                return
+            self._sent_bytes += len(line) + 1
+            if self._sent_bytes > MAX_LOG_BYTES:
+                self._stopped = True
+                note = f"[flow: over {MAX_LOG_BYTES >> 20} MiB of output; the live log stops here]"
+                self._buffer.append(["stderr", note, now])
+                return
+            self._buffer.append([stream, line, now])
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(LOG_FLUSH_S):
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if batch:
+                with contextlib.suppress(OSError):
+                    self._channel.send({"t": "log", "lines": batch})
+
+    def close(self) -> list[list[Any]]:
+        self._closed.set()
+        self._thread.join(1.0)
+        with self._lock:
+            for stream, splitter in self._splitters.items():
+                self._add(stream, splitter.close())
+            batch, self._buffer = self._buffer, []
+        return batch
+
+
+def run_child(fn: Any, sock: socket.socket) -> None:
+    """The forked child: one task, then ``os._exit``."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    channel = ChildChannel(sock)
+    code = 0
+    try:
+        task = channel.receive()
+        result = call(fn, task, channel)
+        channel.send(result)
+    except BaseException:  # the agent sees EOF without a result: the task failed
+        code = 70
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+    os._exit(code)
+
+
+def call(fn: Any, task: dict[str, Any], channel: ChildChannel) -> dict[str, Any]:
+    tail = Tail()
+    logs = ChildLogs(channel)
+    sink = _TextSink(tail, logs, "stdout")  # type: ignore[arg-type]
+    err_sink = _TextSink(tail, logs, "stderr")  # type: ignore[arg-type]
+    handler = logging.StreamHandler(err_sink)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("flow.step")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    env = {str(k): str(v) for k, v in (task.get("env") or {}).items()}
+    os.environ.clear()
+    os.environ.update(env)
+    ctx = StepContext(task.get("ctx") or {}, env, StepState(channel), logger)
+    result: dict[str, Any]
+    sys.stdout, sys.stderr = sink, err_sink
+    try:
+        cwd = task.get("cwd")
+        if cwd:
+            os.chdir(cwd)
+        value = fn(ctx)
+        if asyncio.iscoroutine(value):
+            value = asyncio.new_event_loop().run_until_complete(value)
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            result = {"exit_code": 0, "output_error": f"function returned a value that is not JSON: {exc}"}
+        else:
+            result = {"exit_code": 0, "output": value, "has_output": True}
+    except BaseException as exc:
+        traceback.print_exc(file=err_sink)
+        result = {"exit_code": 1, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    lines = logs.close()
+    result.update(
+        {
+            "t": "done",
+            "log_tail": tail.text(),
+            "cpu_time_s": round(usage.ru_utime + usage.ru_stime, 6),
+            "peak_memory_bytes": int(usage.ru_maxrss) * 1024 or None,
+            "lines": lines,
+        }
+    )
+    return result
+
+
+def zygote_main(control_fd: int) -> int:
+    """``flow_agent.py --zygote``: import the function named on stdin, then fork a child per task."""
+    not_dumpable()
+    control = socket.socket(fileno=control_fd)
+    spec = json.loads(sys.stdin.buffer.read() or b"{}")
+    try:
+        fn = load_function(spec)
+    except BaseException as exc:
+        control.send(encode_message({"t": "loaded", "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                     "trace": traceback.format_exc()[-4000:]}))
+        return 1
+    # The agent's directory is not the step's business once its module is loaded.
+    sys.path[:] = [p for p in sys.path if not p.startswith("/flow/agent")]
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    control.send(encode_message({"t": "loaded", "ok": True}))
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 4096, 1)
+        except OSError:
+            return 0
+        if not data:
+            return 0
+        if not fds:
+            continue
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            run_child(fn, socket.socket(fileno=fds[0]))
+        os.close(fds[0])
+        with contextlib.suppress(OSError):
+            control.send(encode_message({"t": "forked", "pid": pid}))

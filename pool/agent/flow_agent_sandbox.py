@@ -1,0 +1,234 @@
+"""What keeps one task from the next inside a container: its directory, its uid, and the clean-up.
+
+Stdlib only, Python 3.9 or newer: it runs inside step containers, as part of the agent (root in the
+container, with a handful of capabilities; see docs/security.md).
+
+- :func:`make_task_dir` builds ``{root}/{n}/``: the directory itself and ``input.json`` belong to the
+  agent (the task cannot replace them with links or pipes), ``output.json`` and ``state.json`` are
+  empty files the task's uid may write, ``work/`` and ``tmp/`` are the task's own.
+- :func:`kill_task_processes` kills every process the task left behind: all processes of its uid
+  (it cannot change uid: no capabilities, ``no-new-privileges``), or, when the task shares the
+  agent's uid, every process but the agent and the spared ones (a container), or its process group
+  (an agent run by hand on a host, as the unit tests do).
+- :func:`read_task_file` reads what a task wrote without trusting it: no links followed, regular
+  files only (a named pipe cannot block the agent), bounded size.
+- :func:`scrub` removes what the task's uid left in the container's shared scratch places.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import stat
+from typing import Iterable, NamedTuple, Optional
+
+SHARED_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+MAX_KILL_ROUNDS = 200
+
+
+class TaskUser(NamedTuple):
+    uid: int
+    gid: int
+
+
+def parse_user(text: object) -> Optional[TaskUser]:
+    """``"uid"`` or ``"uid:gid"`` (numbers only); None for nothing or the agent's own uid."""
+    if not isinstance(text, str) or not text:
+        return None
+    uid_text, _, gid_text = text.partition(":")
+    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+        raise ValueError(f"user must be 'uid' or 'uid:gid' (numbers), not {text!r}")
+    uid = int(uid_text)
+    gid = int(gid_text) if gid_text else uid
+    if uid == os.getuid() and gid == os.getgid():
+        return None
+    return TaskUser(uid, gid)
+
+
+class TaskDir(NamedTuple):
+    path: str
+
+    @property
+    def input(self) -> str:
+        return os.path.join(self.path, "input.json")
+
+    @property
+    def output(self) -> str:
+        return os.path.join(self.path, "output.json")
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.path, "state.json")
+
+    @property
+    def work(self) -> str:
+        return os.path.join(self.path, "work")
+
+    @property
+    def tmp(self) -> str:
+        return os.path.join(self.path, "tmp")
+
+
+def make_task_dir(root: str, name: str, input_json: bytes, user: Optional[TaskUser]) -> TaskDir:
+    """Create the task's directory (see the module docstring for who owns what)."""
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    task = TaskDir(os.path.join(root, name))
+    os.mkdir(task.path, 0o755)
+    os.chmod(task.path, 0o755)  # whatever the umask
+    fd = os.open(task.input, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, input_json)
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+    for path in (task.output, task.state):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            if user is not None:
+                os.fchown(fd, user.uid, user.gid)
+        finally:
+            os.close(fd)
+    for path in (task.work, task.tmp):
+        os.mkdir(path, 0o700)
+        if user is not None:
+            os.chown(path, user.uid, user.gid)
+    return task
+
+
+def remove_task_dir(task: TaskDir) -> None:
+    # shutil.rmtree works on directory descriptors and never follows a link (safe against swaps).
+    shutil.rmtree(task.path, ignore_errors=True)
+
+
+class FileRead(NamedTuple):
+    text: Optional[str]  # None: absent or empty (the step did not write it)
+    error: Optional[str]
+
+
+def read_task_file(path: str, limit_bytes: int) -> FileRead:
+    """A file the task may have written: never through a link, only a regular file, at most
+    ``limit_bytes``. Non-blocking open, so a named pipe cannot stall the caller."""
+    name = os.path.basename(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return FileRead(None, None)
+    except OSError as exc:
+        return FileRead(None, f"{name} cannot be read: {exc.strerror or exc}")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return FileRead(None, f"{name} is not a regular file")
+        if info.st_size > limit_bytes:
+            return FileRead(None, f"{name} is larger than the limit of {limit_bytes} bytes")
+        chunks = []
+        left = limit_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit_bytes:
+        return FileRead(None, f"{name} is larger than the limit of {limit_bytes} bytes")
+    if not data.strip():
+        return FileRead(None, None)
+    return FileRead(data.decode(errors="replace"), None)
+
+
+def _status(pid: str) -> tuple[set[int], str]:
+    """The uids (real, effective, saved, fs) and state letter of a process; empty when gone."""
+    uids: set[int] = set()
+    state = ""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("State:"):
+                    state = line.split()[1]
+                elif line.startswith("Uid:"):
+                    uids = {int(v) for v in line.split()[1:]}
+                    break
+    except (OSError, ValueError, IndexError):
+        return set(), ""
+    return uids, state
+
+
+def kill_task_processes(user: Optional[TaskUser], spare: Iterable[int], group: Optional[int]) -> int:
+    """SIGKILL what a task left running; returns how many processes were killed.
+
+    Repeated until a pass finds none, so a process forking while we look cannot slip through (the
+    pids limit bounds the rounds).
+    """
+    me = os.getpid()
+    keep = {me, 1, *spare}
+    if user is None and me != 1:
+        # An agent on a host (tests): the task's own process group is all it may touch.
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        return 0
+    killed = 0
+    for _ in range(MAX_KILL_ROUNDS):
+        found = 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in keep:
+                continue
+            uids, state = _status(name)
+            if not uids or state in ("Z", "X"):
+                continue
+            if user is not None and user.uid not in uids:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(name), signal.SIGKILL)
+                found += 1
+        killed += found
+        if not found:
+            break
+    return killed
+
+
+def reap_orphans(tracked: Iterable[int]) -> None:
+    """As PID 1, reap the zombies of orphans the kernel gave us (not the children we wait for)."""
+    if os.getpid() != 1:
+        return
+    skip = set(tracked)
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in skip:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields and fields[0] == "Z" and len(fields) > 1 and fields[1] == "1":
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(int(name), os.WNOHANG)
+
+
+def scrub(user: Optional[TaskUser], places: Iterable[str] = SHARED_SCRATCH) -> None:
+    """Remove what the task's uid owns directly under the shared scratch places (never a link's target)."""
+    if user is None:
+        return
+    for place in places:
+        try:
+            entries = os.listdir(place)
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(place, entry)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if info.st_uid != user.uid:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
