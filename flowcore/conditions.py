@@ -30,8 +30,9 @@ Ordering (``>``, ``>=``, ``<``, ``<=``)
     equals the value. Field is a dict: the value is one of its keys. Anything else: false.
 
 ``matches``
-    ``re.search`` of the value (a pattern, checked when the model was built) in the field, when the
-    field is a string; false for any other field type.
+    A search for the value (a pattern, checked when the definition was submitted) in the field, when
+    the field is a string; false for any other field type. Patterns run on RE2, in time linear in the
+    field's length (:mod:`flowcore.patterns`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from flowcore import patterns
 from flowcore.models import Condition, ConditionAll, ConditionAny, ConditionLeaf, ConditionNot
 from flowcore.paths import PathMissing, resolve
 
@@ -121,11 +123,7 @@ def _contains(container: Any, value: Any) -> bool:
 def _matches(field_value: Any, pattern: Any) -> bool:
     if not isinstance(field_value, str) or not isinstance(pattern, str):
         return False
-    try:
-        return re.search(pattern, field_value) is not None
-    except re.error:
-        # Models reject bad patterns; a leaf built without validation must still not raise.
-        return False
+    return patterns.search(pattern, field_value)
 
 
 def _in(field_value: Any, options: Any) -> bool:
@@ -180,6 +178,30 @@ def evaluate(condition: Condition, view: Any) -> bool:
     if isinstance(condition, ConditionNot):
         return not evaluate(condition.not_, view)
     raise TypeError(f"not a condition: {type(condition).__name__}")
+
+
+def leaves(condition: Condition) -> list[ConditionLeaf]:
+    """The ``field op value`` comparisons of a condition, in document order (iteratively: no recursion)."""
+    out: list[ConditionLeaf] = []
+    stack: list[Condition] = [condition]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ConditionLeaf):
+            out.append(node)
+        elif isinstance(node, ConditionAll):
+            stack.extend(reversed(node.all_))
+        elif isinstance(node, ConditionAny):
+            stack.extend(reversed(node.any_))
+        else:
+            stack.append(node.not_)
+    return out
+
+
+def check_patterns(condition: Condition) -> None:
+    """Raise :class:`~flowcore.patterns.PatternError` for a ``matches`` pattern RE2 cannot run."""
+    for leaf in leaves(condition):
+        if leaf.op == "matches" and isinstance(leaf.value, str):
+            patterns.check(leaf.value)
 
 
 def referenced_paths(condition: Condition) -> list[str]:

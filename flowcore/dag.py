@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flowcore.conditions import referenced_paths
+from flowcore.conditions import check_patterns, referenced_paths
 from flowcore.errors import InvalidInput
 from flowcore.models import (
     BranchStep,
@@ -35,6 +35,7 @@ from flowcore.models import (
     WorkflowDefinition,
 )
 from flowcore.paths import iter_template_paths, step_of_path
+from flowcore.patterns import PatternError
 
 # (step id, id of a step it waits for, field of the definition that makes it wait)
 _Edge = tuple[str, str, str]
@@ -176,7 +177,8 @@ def validate(defn: WorkflowDefinition) -> None:
     and decision targets that are missing, the branch itself, or something it waits for; a step in
     both ``then`` and ``else``; ``steps.<id>`` paths (input templates, map items, conditions) naming
     a missing step or the reading step itself, and a bare ``steps`` path; ``item`` paths outside the
-    input of a map or parallel step; and any cycle of effective dependencies. A step may be a target of several
+    input of a map or parallel step; ``matches`` patterns that RE2 cannot run (:mod:`flowcore.patterns`);
+    and any cycle of effective dependencies. A step may be a target of several
     decision cases, and of several branch or decision steps.
     """
     ids: dict[str, int] = {}
@@ -190,6 +192,7 @@ def validate(defn: WorkflowDefinition) -> None:
         _check_depends_on(index, step, ids)
         _check_paths(index, step, ids)
         _check_targets(index, step, ids)
+        _check_patterns(index, step)
     edges = _edges(defn)
     _check_target_not_ancestor(defn, edges)
     _raise_on_cycle(defn, edges)
@@ -230,6 +233,19 @@ def _check_paths(index: int, step: _AnyStep, ids: Mapping[str, int]) -> None:
                 raise InvalidInput(
                     f"step {step.id!r} {what} reads unknown step {read!r} through {path!r}", field=field
                 )
+
+
+def _check_patterns(index: int, step: _AnyStep) -> None:
+    conditions = []
+    if isinstance(step, BranchStep):
+        conditions.append((f"steps[{index}].condition", step.condition))
+    if isinstance(step, DecisionStep):
+        conditions.extend((f"steps[{index}].cases[{k}].condition", case.condition) for k, case in enumerate(step.cases))
+    for field, condition in conditions:
+        try:
+            check_patterns(condition)
+        except PatternError as exc:
+            raise InvalidInput(f"step {step.id!r} condition: {exc}", field=field) from None
 
 
 def _check_targets(index: int, step: _AnyStep, ids: Mapping[str, int]) -> None:

@@ -50,6 +50,13 @@ class BodyTooLarge(InvalidInput):
     code = "body_too_large"
 
 
+class DocumentTooComplex(InvalidInput):
+    """A JSON or YAML document within the size cap that nests too deep or expands to too many values."""
+
+    status_code = 413
+    code = "document_too_complex"
+
+
 class Unauthorized(FlowError):
     status_code = 401
     code = "unauthorized"

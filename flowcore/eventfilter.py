@@ -23,9 +23,9 @@ Filters are checked when a trigger is created (:func:`validate`), so matching ne
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from flowcore import patterns
 from flowcore.conditions import compare, values_equal
 
 OPERATORS = frozenset({"==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "matches", "exists"})
@@ -72,9 +72,9 @@ def validate(flt: Any, where: str = "event_filter", depth: int = 0) -> None:
                     if not isinstance(value, str):
                         raise FilterError(f"{here}: 'matches' needs a regular expression string")
                     try:
-                        re.compile(value)
-                    except re.error as exc:
-                        raise FilterError(f"{here}: invalid regular expression: {exc}") from None
+                        patterns.check(value)
+                    except patterns.PatternError as exc:
+                        raise FilterError(f"{here}: {exc}") from None
                 if op == "exists" and not isinstance(value, bool):
                     raise FilterError(f"{here}: 'exists' needs true or false")
         elif isinstance(expected, dict) and expected:

@@ -7,8 +7,9 @@ Nested sections use ``__``: ``FLOW_REDIS__URL=redis://127.0.0.1:6390/0``.
 from __future__ import annotations
 
 import ipaddress
+import re
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowcore.errors import ConfigError
@@ -19,6 +20,8 @@ DEFAULT_DEV_TOKEN = "default-token"
 class RedisSection(BaseModel):
     url: str = Field("redis://127.0.0.1:6390/0", description="Redis holding records, state, queue.")
     prefix: str = Field("flow", description="Prefix of every key this stack writes.")
+    username: str | None = Field(None, description="ACL user (Redis 6+); default: the URL's, else 'default'.")
+    password: SecretStr | None = Field(None, description="requirepass or the ACL user's password; never logged.")
 
 
 class PoolClientSection(BaseModel):
@@ -64,6 +67,63 @@ class TracingSection(BaseModel):
         return {k.strip(): v.strip() for k, v in pairs if k.strip()}
 
 
+NETWORK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+TASK_USER_PATTERN = r"^[0-9]{1,10}(:[0-9]{1,10})?$"
+
+
+class TaskPolicySection(BaseModel):
+    """What steps may ask for, and what they get when they ask for nothing (docs/security.md).
+
+    One section shared by the gateway (refuses a definition at submission), the worker (computes the
+    same pool keys as the pool) and the pool service (resolves every task, refuses what is not allowed):
+    ``FLOW_POLICY__ALLOWED_NETWORKS='["none","etl"]'`` configures all three from one environment.
+    """
+
+    allowed_networks: list[str] = Field(
+        default_factory=lambda: ["none"],
+        description="Network modes a step may name: 'none' and user-defined networks. Never host or container:*.",
+    )
+    default_task_user: str = Field(
+        "65534:65534", pattern=TASK_USER_PATTERN, description="uid[:gid] of task processes when a step names none."
+    )
+    allow_root_tasks: bool = Field(False, description="Let a step run as uid or gid 0 (user: '0').")
+    default_read_only_root: bool = Field(
+        True, description="Read-only root filesystem (with a scratch tmpfs) when a step does not say."
+    )
+    default_cpu: float = Field(1.0, gt=0, description="CPU cores of a task when its step names none.")
+    default_memory_mb: int = Field(512, ge=6, description="Memory limit (MiB) of a task when its step names none.")
+    default_pids: int = Field(256, ge=8, description="Process limit of a task's container when its step names none.")
+    max_cpu: float = Field(4.0, gt=0, description="Largest resources.cpu a step may ask for.")
+    max_memory_mb: int = Field(4096, ge=6, description="Largest resources.memory_mb a step may ask for.")
+    max_pids: int = Field(4096, ge=8, description="Largest resources.pids a step may ask for.")
+    allow_cross_workflow_reuse: bool = Field(
+        True, description="Let a pool opt in to pool.scope 'image' (warm containers shared across workflows)."
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name == "host" or name.startswith("container:"):
+                raise ValueError(f"network {name!r} can never be allowed: it shares the host's or a container's stack")
+            if not re.match(NETWORK_NAME_PATTERN, name):
+                raise ValueError(f"invalid network name {name!r}")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskPolicySection:
+        if not self.allow_root_tasks and 0 in _user_ids(self.default_task_user):
+            raise ValueError("default_task_user is root (uid or gid 0) but allow_root_tasks is false")
+        for name in ("cpu", "memory_mb", "pids"):
+            if getattr(self, f"default_{name}") > getattr(self, f"max_{name}"):
+                raise ValueError(f"default_{name} exceeds max_{name}")
+        return self
+
+
+def _user_ids(user: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in user.split(":"))
+
+
 class _Common(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOW_", env_nested_delimiter="__", extra="ignore")
     redis: RedisSection = Field(default_factory=RedisSection)
@@ -71,12 +131,35 @@ class _Common(BaseSettings):
     tracing: TracingSection = Field(default_factory=TracingSection)
 
 
-class GatewaySettings(_Common):
+class _PoolPeer(_Common):
+    """The processes on either side of the worker/gateway -> pool boundary (docs/security.md)."""
+
+    pool_token: SecretStr = Field(
+        SecretStr(""),
+        description="Shared secret of the pool API and of pool registrations (FLOW_POOL_TOKEN), not a user token. "
+        "Unset on loopback: a random one kept in pool_token_file.",
+    )
+    pool_token_file: str = Field(
+        ".flow/pool.token", description="Where a loopback stack without FLOW_POOL_TOKEN keeps its generated token."
+    )
+
+
+class GatewaySettings(_PoolPeer):
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8081, ge=1, le=65535)
     tokens: list[SecretStr] = Field(default_factory=list, description="Accepted API tokens (admin scope).")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies are answered 413.")
+    max_document_depth: int = Field(
+        64, ge=4, le=500, description="Deepest nesting of a JSON or YAML body; deeper is answered 413."
+    )
+    max_document_nodes: int = Field(
+        200_000, ge=1000, description="Values a JSON or YAML body may hold, YAML aliases expanded; more is 413."
+    )
+    parse_in_thread_bytes: int = Field(
+        32_768, ge=0, description="Bodies at least this large are parsed in a worker thread, off the event loop."
+    )
     pool: PoolClientSection = Field(default_factory=PoolClientSection)
+    policy: TaskPolicySection = Field(default_factory=TaskPolicySection, description="What steps may ask for.")
     idempotency_retention_s: float = Field(
         86400.0, ge=60, description="How long event ids, delivery ids and Idempotency-Keys are remembered."
     )
@@ -94,17 +177,29 @@ class GatewaySettings(_Common):
         return [DEFAULT_DEV_TOKEN]
 
 
-class WorkerSettings(_Common):
+class WorkerSettings(_PoolPeer):
     poll_delay_s: float = Field(0.005, gt=0, le=1.0, description="arq poll delay (default 0.5 s adds ~280 ms).")
     max_jobs: int = Field(100, ge=1, le=10_000)
     lease_ttl_s: float = Field(5.0, gt=0.5, description="A running task's lease; lapsed leases are taken over.")
     lease_renew_s: float = Field(1.0, gt=0.05)
     reaper_interval_s: float = Field(1.0, gt=0.05)
     max_takeovers: int = Field(5, ge=1, description="Takeovers of one attempt before it fails as lost.")
+    claim_timeout_s: float = Field(
+        5.0, gt=0, description="A queued task whose job left the queue but was not claimed by then is re-dispatched."
+    )
+    job_marker_ttl_s: float = Field(
+        30.0, ge=2, description="arq's in-progress marker of a job; renewed with the task's lease, so a dead "
+        "worker's job is visible again this long after it died (arq's default: the job timeout + 10 s).",
+    )
+    commit_patience_s: float = Field(
+        120.0, ge=0, description="How long a finished task's result waits for an unreachable Redis before it is dropped.",
+    )
+    redis_backoff_max_s: float = Field(5.0, gt=0, description="Longest wait between two tries to reach Redis.")
     pool: PoolClientSection = Field(default_factory=PoolClientSection)
+    policy: TaskPolicySection = Field(default_factory=TaskPolicySection, description="Same as the pool's.")
 
 
-class PoolSettings(_Common):
+class PoolSettings(_PoolPeer):
     # FLOW_POOL_HOST / FLOW_POOL_PORT, so one environment can configure the gateway and the pool.
     # (Only these names: honcho exports PORT to every process, and an alias ignores the env prefix.)
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLOW_POOL_HOST"))
@@ -128,6 +223,16 @@ class PoolSettings(_Common):
     keep_containers_on_shutdown: bool = Field(False, description="Leave idle containers for a restart to adopt.")
     capacity: int = Field(32, ge=1, description="Concurrent tasks this service advertises when registering.")
     extra_labels: dict[str, str] = Field(default_factory=dict, description="More labels on every container.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body of the pool API; larger ones are answered 413."
+    )
+    policy: TaskPolicySection = Field(default_factory=TaskPolicySection, description="What steps may ask for.")
+    max_containers: int = Field(
+        32, ge=1, description="Containers this service holds at once (pooled and one-shot); more wait, then on_exhausted."
+    )
+    workflow_idle_timeout_s: float = Field(
+        15.0, gt=0, description="Idle containers of a workflow-scoped pool are removed after this, whatever min_size."
+    )
 
 
 class SchedulerSettings(_Common):

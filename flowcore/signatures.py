@@ -10,7 +10,15 @@
     id is the event's ``id`` in the body.
 ``generic``
     ``X-Flow-Signature: sha256=<hex>`` (the ``sha256=`` prefix is optional) over the body; the header
-    name is configurable, and so is the delivery id header (``X-Flow-Delivery``).
+    name is configurable, and so is the delivery id header (``X-Flow-Delivery``). With a
+    ``timestamp_header`` configured (e.g. ``X-Flow-Timestamp: <unix time>``), the signature is over
+    ``"<t>." + body``, as Stripe's, and a timestamp outside the tolerance is refused.
+
+Replays
+    The delivery id of GitHub and of the generic preset is an unsigned header: re-sending a captured
+    body under a new id must start nothing. :func:`replay_key` is therefore a digest of the signed
+    body for those presets (a body already accepted within the replay window is a duplicate, whatever
+    its delivery id), and Stripe's event id, which its signature covers.
 
 Digests are compared with :func:`hmac.compare_digest`, every candidate, so the time taken does not
 reveal how much of a signature was right.
@@ -35,6 +43,7 @@ class SignaturePreset(str, enum.Enum):
 DEFAULT_GENERIC_HEADER = "x-flow-signature"
 DEFAULT_DELIVERY_HEADER = "x-flow-delivery"
 DEFAULT_TOLERANCE_S = 300.0
+MAX_TIMESTAMP_DIGITS = 12
 
 
 class SignatureError(Exception):
@@ -48,6 +57,7 @@ class WebhookAuth:
     header: str = DEFAULT_GENERIC_HEADER
     delivery_header: str = DEFAULT_DELIVERY_HEADER
     tolerance_s: float = DEFAULT_TOLERANCE_S
+    timestamp_header: str | None = None  # generic preset: sign "<t>." + body and check t's age
 
 
 def _digest(secret: str, payload: bytes) -> str:
@@ -94,6 +104,14 @@ def verify(auth: WebhookAuth, headers: Mapping[str, str], body: bytes, now: floa
             raise SignatureError(f"Stripe-Signature timestamp is outside the {auth.tolerance_s:g}s tolerance")
         return
     name = "x-hub-signature-256" if auth.preset == SignaturePreset.GITHUB else auth.header.lower()
+    signed = body
+    signed_at: int | None = None
+    if auth.preset == SignaturePreset.GENERIC and auth.timestamp_header:
+        raw_ts = headers.get(auth.timestamp_header.lower(), "").strip()
+        if not raw_ts.isdigit() or len(raw_ts) > MAX_TIMESTAMP_DIGITS:
+            raise SignatureError(f"missing or malformed {auth.timestamp_header.lower()} header (unix seconds)")
+        signed_at = int(raw_ts)
+        signed = raw_ts.encode() + b"." + body
     value = headers.get(name)
     if not value:
         raise SignatureError(f"missing {name} header")
@@ -102,8 +120,10 @@ def verify(auth: WebhookAuth, headers: Mapping[str, str], body: bytes, now: floa
         presented = presented[len("sha256=") :]
     elif auth.preset == SignaturePreset.GITHUB:
         raise SignatureError("X-Hub-Signature-256 must start with sha256=")
-    if not _same(presented, _digest(auth.secret, body)):
+    if not _same(presented, _digest(auth.secret, signed)):
         raise SignatureError(f"{name} does not match the body")
+    if signed_at is not None and abs(now - signed_at) > auth.tolerance_s:
+        raise SignatureError(f"{auth.timestamp_header} is outside the {auth.tolerance_s:g}s tolerance")
 
 
 def delivery_id(auth: WebhookAuth, headers: Mapping[str, str], payload: Any) -> str | None:
@@ -117,6 +137,13 @@ def delivery_id(auth: WebhookAuth, headers: Mapping[str, str], payload: Any) -> 
     return value[:200] if value else None
 
 
+def replay_key(auth: WebhookAuth, body: bytes, delivery: str | None) -> str:
+    """What makes a delivery a duplicate within the replay window (see the module docstring)."""
+    if auth.preset == SignaturePreset.STRIPE and delivery:
+        return f"delivery:{delivery}"  # inside the signed body; Stripe's retries re-sign with a new t
+    return f"body:{hashlib.sha256(body).hexdigest()}"
+
+
 def sign(auth: WebhookAuth, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     """The headers a provider would send for ``body`` (for tests, load tests and users' own senders)."""
     if auth.preset == SignaturePreset.STRIPE:
@@ -124,4 +151,7 @@ def sign(auth: WebhookAuth, body: bytes, timestamp: int | None = None) -> dict[s
         return {"Stripe-Signature": f"t={ts},v1={_digest(auth.secret, str(ts).encode() + b'.' + body)}"}
     if auth.preset == SignaturePreset.GITHUB:
         return {"X-Hub-Signature-256": f"sha256={_digest(auth.secret, body)}"}
+    if auth.timestamp_header:
+        t = str(int(timestamp if timestamp is not None else 0))
+        return {auth.header: f"sha256={_digest(auth.secret, t.encode() + b'.' + body)}", auth.timestamp_header: t}
     return {auth.header: f"sha256={_digest(auth.secret, body)}"}

@@ -51,7 +51,13 @@ class TriggerOptions(BaseModel):
     secret: str | None = Field(None, min_length=8, max_length=512, description="Webhooks: the HMAC secret.")
     signature_header: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9-]+$")
     delivery_header: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9-]+$")
-    tolerance_s: DurationS | None = Field(None, gt=0, le=86400, description="Stripe: timestamp tolerance.")
+    tolerance_s: DurationS | None = Field(
+        None, gt=0, le=86400, description="Stripe, or generic with timestamp_header: timestamp tolerance."
+    )
+    timestamp_header: str | None = Field(
+        None, max_length=100, pattern=r"^[A-Za-z0-9-]+$",
+        description="Generic webhooks: a header carrying the unix time, signed with the body as '<t>.<body>'.",
+    )
 
     @field_validator("event_filter")
     @classmethod
@@ -93,7 +99,7 @@ class TriggerSpec(BaseModel):
             raise ValueError("an event trigger needs config.event_type")
         if kind != TriggerType.EVENT and (self.config.event_type or self.config.event_filter):
             raise ValueError(f"config.event_type and config.event_filter belong to event triggers, not {kind.value}")
-        webhook_only = ("signature", "secret", "signature_header", "delivery_header", "tolerance_s")
+        webhook_only = ("signature", "secret", "signature_header", "delivery_header", "tolerance_s", "timestamp_header")
         if kind != TriggerType.WEBHOOK and any(getattr(self.config, f) is not None for f in webhook_only):
             raise ValueError(f"signature options belong to webhook triggers, not {kind.value}")
         return self
@@ -144,6 +150,7 @@ class Trigger(BaseModel):
             header=cfg.signature_header or DEFAULT_GENERIC_HEADER,
             delivery_header=cfg.delivery_header or DEFAULT_DELIVERY_HEADER,
             tolerance_s=cfg.tolerance_s or 300.0,
+            timestamp_header=cfg.timestamp_header,
         )
 
     def cron(self) -> tuple[cron.CronSpec, Any]:

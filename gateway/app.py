@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flowcore import pooltoken, redisconn
 from flowcore.firing import Firing
 from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings
@@ -23,8 +24,9 @@ from gateway import openapi
 from gateway.dashboard import pages as dashboard
 from gateway.dashboard.masking import MaskSecrets
 from gateway.dashboard.sessions import SessionStore
-from gateway.errors import HANDLERS
+from gateway.errors import HANDLERS, RETRY_AFTER_S
 from gateway.middleware import BodyLimit, TokenAuth
+from gateway.pathids import check_path_ids
 from gateway.routes import intake, logs, metrics, pools, retry, spans, state, stream, triggers, workflows
 
 API_VERSION = "1.0.0"
@@ -35,19 +37,23 @@ async def healthz(request: Request) -> Response:
     try:
         await request.app.state.redis.ping()
     except Exception as exc:
-        return JSONResponse({"status": "degraded", "redis": f"unreachable: {type(exc).__name__}"}, 503)
+        body = {"status": "degraded", "redis": f"unreachable: {type(exc).__name__}"}
+        return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
     return JSONResponse({"status": "ok", "redis": "ok", "version": API_VERSION})
 
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Starlette:
     """Build the gateway. Refuses (ConfigError) a non-loopback bind without configured tokens."""
     tokens = settings.accepted_tokens()
+    pool_token = pooltoken.resolve(settings.pool_token, settings.pool_token_file)
     keys = Keyspace(settings.redis.prefix)
     sessions = SessionStore(keys)  # the dashboard's; connected in the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        conn = redis or Redis.from_url(settings.redis.url)
+        conn = redis or redisconn.connect(settings.redis)
+        if redis is None:
+            await redisconn.check_credentials(conn, settings.redis)
         app.state.redis = conn
         app.state.keys = keys
         app.state.settings = settings
@@ -55,7 +61,11 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         app.state.states = StateStore(conn, keys)
         app.state.triggers = TriggerStore(conn, keys)
         app.state.firing = Firing(conn, keys)
-        app.state.pool_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        # The pool token goes with every call to a pool service (forwarded requests, metrics).
+        app.state.pool_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0), headers=pooltoken.bearer(pool_token)
+        )
+        app.state.pool_token = pool_token
         sessions.connect(conn)
         app.state.sessions = sessions
         try:
@@ -79,6 +89,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         *retry.routes,
         *spans.routes,
     ]
+    check_path_ids(routes)  # one id rule for every {workflow_id}, {trigger_id}, {key}...
     app = Starlette(
         routes=[*routes, *dashboard.routes()],  # the dashboard's pages stay out of the OpenAPI document
         middleware=[

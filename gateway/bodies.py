@@ -1,14 +1,19 @@
-"""Reading request bodies: JSON or YAML in, pydantic models out, clear 4xx on anything else."""
+"""Reading request bodies: JSON or YAML in, pydantic models out, clear 4xx on anything else.
+
+Bodies are bounded three ways: their size (:class:`gateway.middleware.BodyLimit`, 413), and their
+nesting depth and number of values, YAML aliases expanded (:mod:`flowcore.documents`, 413). Bodies of
+``parse_in_thread_bytes`` or more are parsed in a worker thread so the event loop keeps serving.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
-import yaml
+import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from flowcore.documents import DocumentLimits, load_json, load_yaml
 from flowcore.errors import InvalidInput, MalformedBody
 
 M = TypeVar("M", bound=BaseModel)
@@ -24,19 +29,25 @@ async def read_document(request: Request, *, allow_yaml: bool = True, required: 
             raise MalformedBody("request body is empty; send a JSON document")
         return None
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if allow_yaml and ctype in YAML_TYPES:
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise MalformedBody(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise MalformedBody("request body is not UTF-8") from exc
-    except json.JSONDecodeError as exc:
-        raise MalformedBody(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    load = load_yaml if allow_yaml and ctype in YAML_TYPES else load_json
+    return await parse_bounded(request, raw, load)
+
+
+def document_limits(request: Request) -> DocumentLimits:
+    settings = getattr(request.app.state, "settings", None)
+    if settings is None:
+        return DocumentLimits()
+    return DocumentLimits(max_depth=settings.max_document_depth, max_nodes=settings.max_document_nodes)
+
+
+async def parse_bounded(request: Request, raw: bytes, load: Any) -> Any:
+    """``load(raw, limits)`` within this gateway's limits; in a worker thread when ``raw`` is large."""
+    limits = document_limits(request)
+    settings = getattr(request.app.state, "settings", None)
+    threshold: int = settings.parse_in_thread_bytes if settings is not None else 32_768
+    if len(raw) < threshold:
+        return load(raw, limits)
+    return await anyio.to_thread.run_sync(load, raw, limits)
 
 
 async def read_model(request: Request, model: type[M], *, allow_yaml: bool = False) -> M:

@@ -9,8 +9,9 @@ Events
     nothing new and answers what the first delivery started (``duplicate: true``).
 Webhooks
     Public (no bearer token): the trigger's HMAC signature is the credential. A missing or wrong
-    signature is 401 and starts nothing; a replayed delivery id starts nothing new; a body over the
-    gateway's limit is 413 (see :mod:`gateway.middleware`).
+    signature is 401 and starts nothing; a replayed delivery starts nothing new, even under a new
+    delivery id (:func:`flowcore.signatures.replay_key`: a digest of the signed body, remembered for
+    ``idempotency_retention_s``); a body over the gateway's limit is 413 (see :mod:`gateway.middleware`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flowcore import eventfilter
-from flowcore.errors import Conflict, NotFound, Unauthorized
+from flowcore.documents import DocumentLimits, load_json
+from flowcore.errors import Conflict, MalformedBody, NotFound, Unauthorized
 from flowcore.firing import FireOutcome
-from flowcore.signatures import SignatureError, delivery_id, verify
+from flowcore.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
+from flowcore.signatures import SignatureError, delivery_id, replay_key, verify
 from flowcore.triggers import TriggerType
-from gateway.bodies import parse_model, read_document
+from gateway.bodies import parse_bounded, parse_model, read_document
 from gateway.routes.triggers import fire_now, retention_s, trigger_store
 
 
@@ -40,7 +43,7 @@ class EventIn(BaseModel):
 
     type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/-]+$")
     payload: Any = None
-    id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/@-]+$")
+    id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
 
 
 def _s(value: Any) -> str:
@@ -88,24 +91,24 @@ async def publish_event(request: Request) -> Response:
     return JSONResponse(body, status_code=202)
 
 
-def _webhook_payload(request: Request, raw: bytes) -> Any:
+def _json_or_text(text: str, limits: DocumentLimits) -> Any:
+    try:
+        return load_json(text, limits)  # too deep or too large stays an error (413)
+    except MalformedBody:
+        return text
+
+
+def _webhook_payload(ctype: str, raw: bytes, limits: DocumentLimits) -> Any:
     """The body as JSON when it is; GitHub's form encoding (``payload=...``); else the text."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     text = raw.decode("utf-8", errors="replace")
     if ctype == "application/x-www-form-urlencoded":
         form = parse_qs(text)
         if "payload" in form:
-            try:
-                return json.loads(form["payload"][0])
-            except json.JSONDecodeError:
-                return form["payload"][0]
+            return _json_or_text(form["payload"][0], limits)
         return {k: v[0] if len(v) == 1 else v for k, v in form.items()}
     if not raw.strip():
         return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    return _json_or_text(text, limits)
 
 
 async def receive_webhook(request: Request) -> Response:
@@ -128,9 +131,12 @@ async def receive_webhook(request: Request) -> Response:
         raise Unauthorized(f"webhook signature rejected: {exc}", field="signature") from None
     if not trigger.enabled:
         raise Conflict(f"trigger {trigger.id!r} is disabled; the delivery started nothing", field="trigger_id")
-    payload = _webhook_payload(request, raw)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    payload = await parse_bounded(request, raw, lambda body, limits: _webhook_payload(ctype, body, limits))
     delivery = delivery_id(auth, headers, payload)
-    result = await fire_now(request, trigger, kind="webhook", fire_key=f"delivery:{delivery}" if delivery else None,
+    if delivery is not None:
+        check_id(delivery, "delivery_id")
+    result = await fire_now(request, trigger, kind="webhook", fire_key=replay_key(auth, raw, delivery),
                             payload=payload, event_id=delivery)
     body = {**result.view(), "duplicate": result.outcome == FireOutcome.DUPLICATE, "delivery_id": delivery,
             "trigger_id": trigger.id}

@@ -3,6 +3,11 @@
 The gateway forwards these to the pool service (the only process that talks to Docker) and streams
 the answer back, so followed agent logs arrive line by line. An unreachable pool service is a 503
 with a body saying so; the pool's own 4xx answers pass through unchanged.
+
+Only the pool's user-facing routes are reachable (:func:`forwarded_path`): the path is rebuilt from
+segments that are each a fixed name or an id (:mod:`flowcore.ids`), so ``..``, ``%2e%2e``, ``//``
+and encoded slashes are refused (422) and nothing else of the pool service (``/v1/tasks``) can be
+reached through the gateway.
 """
 
 from __future__ import annotations
@@ -15,17 +20,57 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from flowcore.errors import ServiceUnavailable
+from flowcore.errors import InvalidInput, ServiceUnavailable
+from flowcore.ids import is_valid_id
 
+# Resource -> the actions that may follow ``/v1/<resource>/<id>``.
+_ACTIONS = {"pools": frozenset({"resize", "drain"}), "agents": frozenset({"start", "stop", "logs"})}
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
+# The caller's, not the pool's: the pool service sees the gateway only, with the pool token (the
+# pool_http client's default header), and refuses any request carrying an Origin.
+CALLER_HEADERS = {"origin", "referer", "cookie", "x-flow-csrf", "proxy-authorization"}
+
+
+def forwarded_path(raw_path: bytes) -> str:
+    """The pool path for the request's raw path, rebuilt from checked segments; 422 for anything else.
+
+    Allowed: ``/v1/pools``, ``/v1/pools/<key>``, ``/v1/pools/<key>/resize|drain``, ``/v1/agents``,
+    ``/v1/agents/<id>``, ``/v1/agents/<id>/start|stop|logs``. The raw path is used because the
+    router sees it percent-decoded (``%2F`` would already be a ``/``); no valid path needs a ``%``.
+    """
+    try:
+        path = raw_path.split(b"?", 1)[0].decode("ascii")  # some servers leave the query on raw_path
+    except UnicodeDecodeError:
+        path = ""
+    parts = path.split("/")
+    ok = (
+        bool(path)
+        and "%" not in path
+        and "\\" not in path
+        and len(parts) in (3, 4, 5)
+        and parts[0] == ""
+        and parts[1] == "v1"
+        and parts[2] in _ACTIONS
+        and (len(parts) < 4 or is_valid_id(parts[3]))
+        and (len(parts) < 5 or parts[4] in _ACTIONS[parts[2]])
+    )
+    if not ok:
+        shown = path if len(path) <= 120 else path[:117] + "..."
+        raise InvalidInput(f"no pool route {shown!r}: forwarded paths are /v1/pools/<key>[/resize|/drain] "
+                           "and /v1/agents/<id>[/start|/stop|/logs]", field="path")
+    return "/".join(parts)
 
 
 async def forward(request: Request) -> Response:
     """Forward to the pool service (pools: stats, resize, drain; agents: deploy, start, stop, logs...)."""
     client: httpx.AsyncClient = request.app.state.pool_http
     base: str = request.app.state.settings.pool.url
-    url = f"{base}{request.url.path}"
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    url = f"{base.rstrip('/')}{forwarded_path(request.scope.get('raw_path') or request.url.path.encode())}"
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in HOP_HEADERS and k.lower() not in CALLER_HEADERS and not k.lower().startswith("sec-fetch-")
+    }
     body = await request.body()
     outgoing = client.build_request(
         request.method, url, params=request.query_params, headers=headers, content=body, timeout=None
