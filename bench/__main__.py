@@ -17,16 +17,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from bench.measure import IMAGE, RunResult, chain, fan_map, pct, run_workflow, summary
 from bench.sections import keep_others
+from flowcore import pooltoken
+
+# The pool token (FLOW_POOL_TOKEN, else the stack's .flow/pool.token), set by main(): the pool API
+# answers 401 without it.
+POOL_HEADERS: dict[str, str] = {}
 
 
 def dispatch_latency_ms(pool_url: str, mode: str, n: int, function: bool = False) -> list[float]:
     """Round-trip of one trivial task through the pool service's /v1/tasks, as a worker makes it."""
     out: list[float] = []
     tag = uuid.uuid4().hex[:6]
-    with httpx.Client(base_url=pool_url, timeout=120) as pool:
+    with httpx.Client(base_url=pool_url, timeout=120, headers=POOL_HEADERS) as pool:
         for i in range(n + 2):  # the first two warm the pool (and are not counted)
             body: dict[str, object] = {
                 "task_id": f"bench-{tag}-{mode}-{i}",
@@ -59,7 +65,7 @@ def dispatch_latency_ms(pool_url: str, mode: str, n: int, function: bool = False
 
 def pool_counters(pool_url: str) -> tuple[int, int]:
     """(warm hits, cold starts) of the pool service so far, over its pools."""
-    overall = httpx.get(f"{pool_url}/v1/pools", timeout=30).json()["overall"]
+    overall = httpx.get(f"{pool_url}/v1/pools", timeout=30, headers=POOL_HEADERS).json()["overall"]
     return int(overall["warm_hits"]), int(overall["cold_starts"])
 
 
@@ -73,7 +79,10 @@ def main() -> None:
     parser.add_argument("--map-concurrency", type=int, default=8)
     parser.add_argument("--dispatch-n", type=int, default=30)
     parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--pool-token-file", default=os.environ.get("FLOW_POOL_TOKEN_FILE", ".flow/pool.token"))
     args = parser.parse_args()
+    token = pooltoken.resolve(SecretStr(os.environ.get("FLOW_POOL_TOKEN", "")), args.pool_token_file)
+    POOL_HEADERS.update(pooltoken.bearer(token))
 
     headers = {"Authorization": f"Bearer {args.token}"}
     rows: list[str] = []

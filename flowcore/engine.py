@@ -1,9 +1,10 @@
 """The workflow engine: pure transitions over a :class:`~flowcore.records.Snapshot`.
 
 Every change to a running workflow is one call here — :func:`start`, :func:`claim`,
-:func:`complete`, :func:`lost`, :func:`cancel`, :func:`deadline` — that mutates the snapshot it is
-given and returns a :class:`Plan` of what changed. :mod:`flowcore.store` reads the snapshot and
-commits the plan in one Redis transaction, enqueueing exactly the tasks the plan dispatches. No
+:func:`complete`, :func:`lost`, :func:`unclaimed`, :func:`cancel`, :func:`deadline` — that
+mutates the snapshot it is given and returns a :class:`Plan` of what changed. :mod:`flowcore.store`
+reads the snapshot and commits the plan in one Redis transaction, enqueueing exactly the tasks the
+plan dispatches (and recording each as queued, awaiting its claim). No
 I/O happens here; time, randomness and tokens come in through :class:`EngineEnv`.
 """
 
@@ -66,6 +67,12 @@ class Plan:
     dispatch: list[Dispatch] = field(default_factory=list)
     lease_add: dict[str, float] = field(default_factory=dict)
     lease_remove: list[str] = field(default_factory=list)
+    # Queued tasks awaiting their claim (``{p}:queued``, scored by when they became runnable, ms):
+    # a worker that dies between taking the job and claiming leaves one here, and a reaper re-dispatches it.
+    queued_add: dict[str, float] = field(default_factory=dict)
+    queued_remove: list[str] = field(default_factory=list)
+    # Lease members of tasks whose arq job was abandoned (taken over): the store deletes those jobs.
+    drop_jobs: list[str] = field(default_factory=list)
     state_changes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     cancelled_tasks: list[TaskRecord] = field(default_factory=list)
@@ -83,6 +90,9 @@ class Plan:
             or self.dispatch
             or self.lease_add
             or self.lease_remove
+            or self.queued_add
+            or self.queued_remove
+            or self.drop_jobs
             or self.state_changes
         )
 
@@ -147,11 +157,29 @@ class _Transition:
         task.run_at = run_at
         self.touch_task(task)
         self.plan.dispatch.append(Dispatch(task.step_id, task.index, task.token, run_at))
+        self.plan.queued_add[self.lease(task)] = (run_at or self.env.now) * 1000
+
+    def take_over(self, task: TaskRecord, how: str) -> None:
+        """Its worker was lost: dispatch the same attempt again under a new token, or fail it as lost."""
+        self.plan.drop_jobs.append(self.lease(task))
+        task.takeovers += 1
+        self.event("task", step_id=task.step_id, index=task.index, status=how, takeovers=task.takeovers)
+        if task.takeovers > self.env.max_takeovers:
+            message = f"the worker running this task was lost {task.takeovers} times"
+            task.error = TaskError(kind=ErrorKind.WORKER_LOST, message=message)
+            task.status = TaskStatus.FAILED
+            task.finished_at = self.env.now
+            self.touch_task(task)
+            self.task_finished(task)
+        else:
+            self.enqueue(task)
 
     def cancel_task(self, task: TaskRecord, reason: str) -> None:
         if task.status == TaskStatus.RUNNING:
             self.plan.lease_remove.append(self.lease(task))
             self.plan.cancelled_tasks.append(task)
+        elif task.status == TaskStatus.QUEUED:
+            self.plan.queued_remove.append(self.lease(task))
         task.status = TaskStatus.CANCELLED
         task.finished_at = self.env.now
         task.error = TaskError(kind=ErrorKind.CANCELLED, message=reason)
@@ -423,6 +451,7 @@ def claim(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) 
     if task is None or task.status != TaskStatus.QUEUED or snap.status != WorkflowStatus.RUNNING:
         t.plan.note = "stale"
         return t.plan
+    t.plan.queued_remove.append(t.lease(task))  # claimed: no longer awaiting a claim, whatever comes next
     if t.check_deadline():
         return t.plan
     try:
@@ -506,17 +535,25 @@ def lost(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) -
     if task is None or task.status != TaskStatus.RUNNING or snap.status != WorkflowStatus.RUNNING:
         t.plan.note = "stale"
         return t.plan
-    task.takeovers += 1
-    t.event("task", step_id=step_id, index=index, status="taken_over", takeovers=task.takeovers)
-    if task.takeovers > env.max_takeovers:
-        message = f"the worker running this task was lost {task.takeovers} times"
-        task.error = TaskError(kind=ErrorKind.WORKER_LOST, message=message)
-        task.status = TaskStatus.FAILED
-        task.finished_at = env.now
-        t.touch_task(task)
-        t.task_finished(task)
-    else:
-        t.enqueue(task)
+    t.take_over(task, "taken_over")
+    t.progress()
+    return t.plan
+
+
+def unclaimed(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) -> Plan:
+    """A queued task was not claimed in time although its job is no longer waiting in the queue: the
+    worker that took the job died before claiming it (or the job was lost). Dispatch the same attempt
+    again under a new token; the old job, should it ever run, is stale. A task claimed meanwhile, or
+    finished, gives a plan that only forgets the old entry.
+    """
+    t = _Transition(snap, env)
+    member = lease_member(snap.wf_id, step_id, index, token)
+    t.plan.queued_remove.append(member)
+    task = _find_task(snap, step_id, index, token)
+    if task is None or task.status != TaskStatus.QUEUED or snap.status != WorkflowStatus.RUNNING:
+        t.plan.note = "stale"
+        return t.plan
+    t.take_over(task, "requeued")
     t.progress()
     return t.plan
 

@@ -21,6 +21,10 @@ Workflows
 Execution
     ``{p}:leases``              zset   ``{wf}|{step}|{index}|{token}`` -> lease expiry (ms); a lapsed lease
                                        means the worker died and the task is taken over
+    ``{p}:queued``              zset   the same members, of tasks committed as queued and not yet claimed ->
+                                       when they became runnable (ms); one that stays unclaimed although
+                                       its job left the queue (the worker died before claiming) is
+                                       re-dispatched by the reaper (:mod:`workers.reaper`)
     ``{p}:containers:{wf}``     hash   container id -> JSON of the containers that served the workflow
     ``{p}:events``              stream events of all workflows (for the global live view), capped
 
@@ -47,8 +51,10 @@ Dashboard
                                        SHA-256 of the cookie's session id (never the id itself) and
                                        expires with the session
 
-The arq queue uses arq's own keys (``arq:queue``, ``arq:job:*``, ``arq:in-progress:*``), with the
-queue name ``{p}:queue``.
+The arq queue uses arq's own keys (``arq:job:*``, ``arq:in-progress:*``, ``arq:retry:*``), with the
+queue name ``{p}:queue``. A task's job id is ``task:{wf}:{step}:{index}:{token}``
+(:func:`flowcore.store.task_job_id`); its in-progress marker lives as long as the task's lease
+(workers renew both), so a dead worker's marker is gone within seconds, not days.
 """
 
 from __future__ import annotations
@@ -109,6 +115,10 @@ class Keyspace:
     @property
     def leases(self) -> str:
         return f"{self.prefix}:leases"
+
+    @property
+    def queued(self) -> str:
+        return f"{self.prefix}:queued"
 
     @property
     def global_events(self) -> str:

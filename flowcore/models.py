@@ -68,7 +68,11 @@ class PoolOptions(_Strict):
     idle_timeout_s: DurationS = Field(300.0, alias="idle_timeout")
     max_uses: int = Field(1000, ge=1)
     scope: Literal["workflow", "image"] = Field(
-        "image", description="Reuse containers only within one workflow, or across workflows."
+        "workflow",
+        description=(
+            "Reuse warm containers only within one workflow (default), or across workflows ('image': an"
+            " opt-in the operator may forbid with policy.allow_cross_workflow_reuse)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -148,6 +152,14 @@ class _StepBase(_Strict):
     network: str = Field("none", min_length=1, max_length=128)
     pool: PoolOptions | None = None
     mode: Literal["auto", "agent", "exec", "cold"] = "auto"
+    user: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,10}(:[0-9]{1,10})?$",
+        description="uid[:gid] the task runs as; default from the pool's settings (never root unless allowed).",
+    )
+    read_only_root: bool | None = Field(
+        None, description="Read-only root filesystem with a writable /tmp; default from the pool's settings."
+    )
 
     @field_validator("env")
     @classmethod

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -23,7 +23,7 @@ from redis.exceptions import RedisError, WatchError
 
 from flowcore.engine import Plan
 from flowcore.errors import Conflict, NotFound, ServiceUnavailable
-from flowcore.keyspace import Keyspace
+from flowcore.keyspace import Keyspace, parse_lease_member
 from flowcore.logstream import LOG_STREAM_MAXLEN
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.records import Origin, Snapshot, StepRecord, TaskRecord
@@ -224,6 +224,14 @@ class WorkflowStore:
             pipe.zrem(k.leases, *plan.lease_remove)
         if plan.lease_add:
             pipe.zadd(k.leases, plan.lease_add)
+        if plan.queued_remove:
+            pipe.zrem(k.queued, *plan.queued_remove)
+        if plan.queued_add:
+            pipe.zadd(k.queued, plan.queued_add)
+        for member in plan.drop_jobs:  # the abandoned job of a task taken over: no worker polls it again
+            job_id = task_job_id(*parse_lease_member(member))
+            pipe.delete(job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id)
+            pipe.zrem(k.queue, job_id)
         for d in plan.dispatch:
             score = int(d.run_at * 1000) if d.run_at else now_ms
             job_kwargs: dict[str, Any] = {"workflow_id": wf_id, "step_id": d.step_id, "index": d.index, "token": d.token}

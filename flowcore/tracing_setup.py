@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -69,8 +70,10 @@ class GuardedExporter(SpanExporter):
             return False
 
 
-def build_exporters(section: TracingSection, *, redis_url: str, keys: Keyspace) -> list[GuardedExporter]:
-    """The exporters ``section`` names (none when tracing is off)."""
+def build_exporters(
+    section: TracingSection, *, redis_url: str, keys: Keyspace, redis_options: Mapping[str, Any] | None = None
+) -> list[GuardedExporter]:
+    """The exporters ``section`` names (none when tracing is off); ``redis_options``: Redis credentials."""
     exporters: list[GuardedExporter] = []
     for name in section.exporters:
         inner: SpanExporter
@@ -86,7 +89,11 @@ def build_exporters(section: TracingSection, *, redis_url: str, keys: Keyspace) 
             from flowcore.tracing_store import RedisSpanExporter
 
             inner = RedisSpanExporter(
-                redis_url, keys, max_spans=section.store_max_spans, retention_s=section.store_retention_s
+                redis_url,
+                keys,
+                max_spans=section.store_max_spans,
+                retention_s=section.store_retention_s,
+                options=redis_options,
             )
         exporters.append(GuardedExporter(name, inner))
     return exporters
@@ -118,11 +125,16 @@ class Tracing:
 
 
 def build_provider(
-    section: TracingSection, *, default_service: str, redis_url: str, prefix: str
+    section: TracingSection,
+    *,
+    default_service: str,
+    redis_url: str,
+    prefix: str,
+    redis_options: Mapping[str, Any] | None = None,
 ) -> Tracing:
     """A tracer provider with the configured exporters, not installed globally (tests use this)."""
     service_name = section.service_name or default_service
-    exporters = build_exporters(section, redis_url=redis_url, keys=Keyspace(prefix))
+    exporters = build_exporters(section, redis_url=redis_url, keys=Keyspace(prefix), redis_options=redis_options)
     if not exporters:
         return Tracing(service_name, None)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=ALWAYS_ON)
@@ -133,9 +145,18 @@ def build_provider(
     return Tracing(service_name, provider)
 
 
-def configure(section: TracingSection, *, default_service: str, redis_url: str, prefix: str) -> Tracing:
+def configure(
+    section: TracingSection,
+    *,
+    default_service: str,
+    redis_url: str,
+    prefix: str,
+    redis_options: Mapping[str, Any] | None = None,
+) -> Tracing:
     """Build the provider and install it as this process's (once per process, from its entrypoint)."""
-    tracing = build_provider(section, default_service=default_service, redis_url=redis_url, prefix=prefix)
+    tracing = build_provider(
+        section, default_service=default_service, redis_url=redis_url, prefix=prefix, redis_options=redis_options
+    )
     if tracing.provider is not None:
         trace.set_tracer_provider(tracing.provider)
     log.info(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -103,8 +103,11 @@ def decode_spans(raw: Iterable[bytes | str]) -> list[dict[str, Any]]:
 class RedisSpanExporter(SpanExporter):
     """Writes finished spans to their workflows' lists; a Redis failure drops the batch, logged."""
 
-    def __init__(self, url: str, keys: Keyspace, *, max_spans: int, retention_s: float) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    def __init__(
+        self, url: str, keys: Keyspace, *, max_spans: int, retention_s: float, options: Mapping[str, Any] | None = None
+    ) -> None:
+        # options: the Redis credentials (flowcore.redisconn.credentials), never part of the URL.
+        self._redis = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0, **dict(options or {}))
         self._keys = keys
         self._max_spans = max_spans
         self._retention_s = int(max(retention_s, 1))

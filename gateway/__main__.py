@@ -6,7 +6,7 @@ import logging
 
 import uvicorn
 
-from flowcore import tracing_setup
+from flowcore import redisconn, tracing_setup
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
 
@@ -18,7 +18,8 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)  # raises ConfigError before binding when the config is unsafe
     tracing = tracing_setup.configure(
-        settings.tracing, default_service="flow-gateway", redis_url=settings.redis.url, prefix=settings.redis.prefix
+        settings.tracing, default_service="flow-gateway", redis_url=settings.redis.url, prefix=settings.redis.prefix,
+        redis_options=redisconn.credentials(settings.redis),
     )
     # Server-sent event streams never end by themselves: without a bound, a shutdown would wait for
     # every open stream (clients reconnect with Last-Event-ID to another gateway or this one restarted).

@@ -1,7 +1,8 @@
 """Every error the API answers is JSON: ``{"error": code, "message": ..., "field": ...}``.
 
 User mistakes are 4xx with a message naming the field; only our own bugs are 500, and those never
-show a traceback to the caller.
+show a traceback to the caller. An unreachable dependency is 503 with ``Retry-After``, on every route:
+a Redis connection error or timeout that no route translated itself is answered like the rest.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from flowcore.errors import FlowError
+from flowcore.errors import FlowError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
+
+# What a 503 asks clients to wait before trying again: about one Redis restart or reconnect backoff.
+RETRY_AFTER_S = 2
 
 
 def location(loc: tuple[int | str, ...]) -> str:
@@ -50,7 +56,13 @@ def validation_body(exc: ValidationError, prefix: str = "") -> dict[str, Any]:
 
 async def flow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowError)
-    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status_code == 503 else None
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
+
+
+async def redis_unreachable(request: Request, exc: Exception) -> Response:
+    log.warning("redis is unreachable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return await flow_error(request, ServiceUnavailable(f"redis is unreachable: {type(exc).__name__}"))
 
 
 async def pydantic_error(request: Request, exc: Exception) -> Response:
@@ -74,6 +86,8 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 HANDLERS: dict[Any, Any] = {
     FlowError: flow_error,
+    RedisConnectionError: redis_unreachable,  # BusyLoadingError (a restarted Redis loading its AOF) included
+    RedisTimeoutError: redis_unreachable,
     ValidationError: pydantic_error,
     HTTPException: http_error,
     Exception: server_error,

@@ -6,7 +6,7 @@ import logging
 
 import uvicorn
 
-from flowcore import tracing_setup
+from flowcore import redisconn, tracing_setup
 from flowcore.settings import PoolSettings
 from pool.app import create_app
 
@@ -15,7 +15,8 @@ def main() -> None:
     settings = PoolSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tracing = tracing_setup.configure(
-        settings.tracing, default_service="flow-pool", redis_url=settings.redis.url, prefix=settings.redis.prefix
+        settings.tracing, default_service="flow-pool", redis_url=settings.redis.url, prefix=settings.redis.prefix,
+        redis_options=redisconn.credentials(settings.redis),
     )
     try:
         uvicorn.run(

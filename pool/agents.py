@@ -3,6 +3,7 @@
 Records live in the Redis hash ``keys.agents`` (agent id -> :class:`AgentRecord` JSON); the
 container carries the usual labels plus ``io.agentainer.flow.kind=agent`` and
 ``io.agentainer.flow.agent=<id>``. Status is read from the engine on every ``get``/``list``.
+A record keeps the names of the agent's env variables, never their values (:data:`ENV_MASK`).
 
 Agents outlive a restart of their pool service (unless it shut down without
 ``keep_containers_on_shutdown``, which removes them): on start, :meth:`AgentService.adopt` matches
@@ -67,6 +68,21 @@ class AgentRecord(AgentSpec):
     reason: str | None = Field(None, description="Why the agent is lost, or how it was adopted.")
 
 
+# An agent's env values may be secrets: they go to its container and nowhere else. Records (in Redis
+# and in every answer) keep the names only, each value replaced by ENV_MASK.
+ENV_MASK = "********"
+
+
+def masked_env(env: dict[str, str]) -> dict[str, str]:
+    return dict.fromkeys(env, ENV_MASK)
+
+
+def _parse(raw: str | bytes) -> AgentRecord:
+    record = AgentRecord.model_validate_json(raw)
+    record.env = masked_env(record.env)  # records written before values were masked
+    return record
+
+
 GONE = ("removed", "lost")  # statuses of agents that have no container any more
 CONTAINER_PREFIX = "flow-agent-"
 
@@ -106,6 +122,7 @@ class AgentService:
 
     async def _save(self, record: AgentRecord) -> AgentRecord:
         record.updated_at = _now()
+        record.env = masked_env(record.env)
         await _aw(self._redis.hset(self._keys.agents, record.id, record.model_dump_json()))
         return record
 
@@ -113,7 +130,7 @@ class AgentService:
         raw = await _aw(self._redis.hget(self._keys.agents, agent_id))
         if raw is None:
             raise NotFound(f"agent {agent_id!r} not found", field="agent_id")
-        return AgentRecord.model_validate_json(raw)
+        return _parse(raw)
 
     async def _refresh(self, record: AgentRecord) -> AgentRecord:
         if record.container_id is None or record.status in GONE:
@@ -141,7 +158,8 @@ class AgentService:
             id=f"agent-{secrets.token_hex(6)}",
             service_id=self._settings.service_id,
             created_at=_now(),
-            **spec.model_dump(),
+            env=masked_env(spec.env),
+            **spec.model_dump(exclude={"env"}),
         )
         labels = {
             **self._settings.extra_labels,
@@ -179,7 +197,7 @@ class AgentService:
 
     async def _all(self) -> list[AgentRecord]:
         raw: dict[Any, Any] = await _aw(self._redis.hgetall(self._keys.agents))
-        return [AgentRecord.model_validate_json(v) for v in raw.values()]
+        return [_parse(v) for v in raw.values()]
 
     async def list(self, workflow_id: str | None = None) -> list[AgentRecord]:
         records = [r for r in await self._all() if workflow_id is None or r.workflow_id == workflow_id]

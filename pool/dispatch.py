@@ -30,7 +30,7 @@ from flowcore.tracing_spans import record_acquire
 from pool import contract, sizing
 from pool.containers import PooledContainer, safe_name, scratch_mounts
 from pool.errors import ChannelClosed, PoolWaitTimeout
-from pool.keys import Kind, key_for
+from pool.keys import Kind, key_for, resolve_policy
 from pool.manager import PoolManager
 from pool.records import ContainerRecorder
 from pool.runtime import LABEL_STEP, LABEL_TASK, LABEL_WORKFLOW, ContainerSpec
@@ -78,6 +78,7 @@ class Dispatcher:
             raise InvalidInput("command must not be empty", field="command")
         if request.function is not None and request.mode == DispatchMode.EXEC:
             raise InvalidInput("function steps need the agent: use mode auto, agent or cold", field="mode")
+        resolve_policy(request, self.settings)  # refused asks answer 422 before any container starts
         if request.task_id in self.running:
             raise Conflict(f"task {request.task_id!r} is already running", field="task_id")
         running = Running(request.task_id, function=request.function is not None)
@@ -128,7 +129,7 @@ class Dispatcher:
             self.manager.cold_stats.cold_starts += 1
             return await self._cold(request, running, pool_key=None)
         kind: Kind = "agent" if mode == DispatchMode.AGENT else "exec"
-        key = key_for(request, kind)
+        key = key_for(request, kind, self.settings)
         pool = self.manager.pool_for(key, request.pool)
         try:
             lease = await pool.acquire(self.settings.acquire_timeout_s)
@@ -315,16 +316,17 @@ class Dispatcher:
         started = time.perf_counter()
         container_id: str | None = None
         if await self._has_python(request.image):
-            key = key_for(request, "agent")
-            try:
-                container = await self.manager.factory.create(key, kind="oneshot")
-            except FlowError as exc:
-                return self._failed(request, ErrorKind.RUNTIME, exc.message, mode=DispatchMode.COLD)
-            running.container = container
-            try:
-                raw = await self._run_agent(request, container, running)
-            finally:
-                await self.manager.factory.destroy(container)
+            key = key_for(request, "agent", self.settings)
+            async with self.manager.oneshot_slot():
+                try:
+                    container = await self.manager.factory.create(key, kind="oneshot")
+                except FlowError as exc:
+                    return self._failed(request, ErrorKind.RUNTIME, exc.message, mode=DispatchMode.COLD)
+                running.container = container
+                try:
+                    raw = await self._run_agent(request, container, running)
+                finally:
+                    await self.manager.factory.destroy(container)
             container_id = container.container_id
         elif request.function is not None:
             return self._failed(
@@ -355,7 +357,7 @@ class Dispatcher:
         too_large = contract.input_too_large(request)
         if too_large is not None:
             return contract.RawOutcome(exit_code=None, output_error=too_large), None
-        key = key_for(request, "exec")
+        key = key_for(request, "exec", self.settings)
         name = f"flow-{safe_name(self.settings.service_id)}-t{secrets.token_hex(6)}"
         running.oneshot_name = name
         labels = {
@@ -383,9 +385,10 @@ class Dispatcher:
         if running.cancelled:
             return contract.RawOutcome(exit_code=None, cancelled=True), None
         try:
-            res = await self.runtime.run_once(
-                spec, request.timeout_s, running.log.feed if running.log is not None else None
-            )
+            async with self.manager.oneshot_slot():
+                res = await self.runtime.run_once(
+                    spec, request.timeout_s, running.log.feed if running.log is not None else None
+                )
         except ImageNotFound:
             raise
         except FlowError as exc:

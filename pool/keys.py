@@ -1,8 +1,10 @@
 """Pool keys: what makes two warm containers interchangeable.
 
 Two tasks may share a warm container when they agree on the image, the resource limits, the network
-mode, the isolation scope (``scope="workflow"`` adds the workflow id) and how the container is
-driven (``agent`` or ``exec``). The key's hash labels the containers and names the pool in the API.
+mode, the task user and root filesystem, the isolation scope (``scope="workflow"``, the default, adds
+the workflow id) and how the container is driven (``agent`` or ``exec``). The key's hash labels the
+containers and names the pool in the API. :func:`key_for` fills in the operator's defaults and
+enforces the operator's policy (:mod:`flowcore.policy`), so a key is always fully resolved.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from flowcore.models import PoolOptions
+from flowcore.policy import TaskPolicy, resolve
 from flowcore.pool_api import TaskRequest
-from flowcore.settings import PoolSettings
+from flowcore.settings import PoolSettings, TaskPolicySection
 
 Kind = Literal["agent", "exec"]
 
@@ -27,8 +30,10 @@ class PoolKey:
     cpu: float | None = None
     memory_mb: int | None = None
     pids: int | None = None
-    scope: Literal["workflow", "image"] = "image"
+    scope: Literal["workflow", "image"] = "workflow"
     workflow_id: str | None = None
+    user: str = "65534:65534"  # uid:gid of the task processes (the agent itself runs as root)
+    read_only_root: bool = True
 
     @property
     def hash(self) -> str:
@@ -47,17 +52,53 @@ class PoolKey:
         return {"hash": self.hash, **asdict(self)}
 
 
-def key_for(request: TaskRequest, kind: Kind) -> PoolKey:
-    scope = request.pool.scope if request.pool is not None else "image"
+def resolve_policy(request: TaskRequest, settings: PoolSettings | TaskPolicySection) -> TaskPolicy:
+    """The task's network, user, root filesystem, limits and scope under the operator's policy.
+
+    Raises :class:`~flowcore.errors.InvalidInput` (422, naming the field) for what the policy refuses:
+    a network off the allow-list (``host`` and ``container:*`` always), root unless allowed, limits
+    over the maxima, ``pool.scope: image`` when cross-workflow reuse is off. Pure.
+    """
+    policy = settings.policy if isinstance(settings, PoolSettings) else settings
+    return resolve(request, policy)
+
+
+def key_for(
+    request: TaskRequest,
+    kind: Kind,
+    settings: PoolSettings | TaskPolicySection | None = None,
+    *,
+    enforce: bool = True,
+) -> PoolKey:
+    """The pool key of a task, fully resolved (defaults filled in, the policy enforced).
+
+    Without ``settings``, or with ``enforce=False`` (a worker computing a routing hint), the values
+    come from the policy given (else the default one) and only what no setting can allow (``host``,
+    ``container:*``, a malformed user) is refused; the pool service enforces the rest.
+    """
+    if settings is None:
+        resolved = resolve(request, TaskPolicySection(), enforce=False)
+    elif not enforce:
+        policy = settings.policy if isinstance(settings, PoolSettings) else settings
+        resolved = resolve(request, policy, enforce=False)
+    else:
+        resolved = resolve_policy(request, settings)
+    return key_from(request, kind, resolved)
+
+
+def key_from(request: TaskRequest, kind: Kind, resolved: TaskPolicy) -> PoolKey:
+    """The key of a task whose policy is already resolved (one-shot containers use it too)."""
     return PoolKey(
         image=request.image,
         kind=kind,
-        network=request.network,
-        cpu=request.resources.cpu,
-        memory_mb=request.resources.memory_mb,
-        pids=request.resources.pids,
-        scope=scope,
-        workflow_id=request.workflow_id if scope == "workflow" else None,
+        network=resolved.network,
+        cpu=resolved.cpu,
+        memory_mb=resolved.memory_mb,
+        pids=resolved.pids,
+        scope=resolved.scope,
+        workflow_id=request.workflow_id if resolved.scope == "workflow" else None,
+        user=resolved.user,
+        read_only_root=resolved.read_only_root,
     )
 
 

@@ -2,8 +2,12 @@
 
 :class:`PoolManager` owns the warm pools, the per-image python3 probe, adoption of the containers
 a previous run of the same ``service_id`` left behind, and the maintenance loop (reap idle, warm
-up to ``min_size``, health checks every ``health_interval_s``). On stop it removes every container
-it labelled (or leaves idle ones for adoption with ``keep_containers_on_shutdown``).
+up to ``min_size``, drop empty pools, health checks every ``health_interval_s``). On stop it removes
+every container it labelled (or leaves idle ones for adoption with ``keep_containers_on_shutdown``).
+
+It also owns the service's container budget (``max_containers``, :mod:`pool.budget`): every pooled
+container and every one-shot container (:meth:`PoolManager.oneshot_slot`) holds a slot; at the cap
+the least recently used idle container of another pool is evicted to make room.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 from flowcore.errors import FlowError, NotFound
 from flowcore.models import PoolOptions
 from flowcore.settings import PoolSettings
+from pool import sizing
+from pool.budget import ContainerBudget
 from pool.channel import StateHandler
 from pool.containers import ContainerFactory, PooledContainer
 from pool.keys import PoolConfig, PoolKey
@@ -47,6 +53,8 @@ class PoolManager:
         )
         self.pools: dict[str, WarmPool] = {}
         self.cold_stats = PoolStats()
+        self.dropped_stats = PoolStats()  # of pools forgotten once empty (keeps ``overall`` monotonic)
+        self.budget = ContainerBudget(settings.max_containers, evict=self._evict)
         self._python: dict[str, asyncio.Future[bool]] = {}
         self._images: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -101,9 +109,50 @@ class PoolManager:
 
     # ------------------------------------------------------------------ pools
     def _new_pool(self, key: PoolKey, options: PoolOptions | None) -> WarmPool:
-        pool = WarmPool(key, PoolConfig.from_options(options, self.settings), self.factory)
+        pool = WarmPool(
+            key,
+            PoolConfig.from_options(options, self.settings),
+            self.factory,
+            self.budget,
+            self.settings.workflow_idle_timeout_s,
+        )
         self.pools[key.hash] = pool
         return pool
+
+    def _evict(self, requester: WarmPool | None) -> bool:
+        """At the cap: remove the least recently used idle container of a pool other than ``requester``."""
+        candidates = [
+            sizing.EvictionCandidate(key_hash, c.container_id, c.idle_since_s)
+            for key_hash, pool in self.pools.items()
+            for c in pool.idle_containers()
+        ]
+        exclude = requester.key.hash if requester is not None else None
+        chosen = sizing.choose_eviction(candidates, exclude_pool=exclude)
+        if chosen is None:
+            return False
+        pool = self.pools[chosen.pool]
+        container = pool.containers.get(chosen.container_id)
+        if container is None or container.busy:
+            return False
+        log.info("pool %s: evicting idle container %s to make room", pool.key.hash, container.short_id)
+        pool.evict(container)
+        return True
+
+    def oneshot_slot(self, timeout_s: float | None = None) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold a slot of ``max_containers`` around a one-shot container (create to remove).
+
+        Waits up to ``timeout_s`` (default ``acquire_timeout_s``), evicting an idle pooled container
+        when that makes room; then raises :class:`~pool.errors.PoolWaitTimeout` (503 pool_exhausted).
+        """
+        return self.budget.slot(self.settings.acquire_timeout_s if timeout_s is None else timeout_s)
+
+    def drop_settled(self, now_s: float) -> int:
+        """Forget pools that are empty and quiet (their stats stay in ``overall``)."""
+        dropped = [key for key, pool in self.pools.items() if pool.droppable(now_s)]
+        for key in dropped:
+            pool = self.pools.pop(key)
+            self.dropped_stats = merge([self.dropped_stats, pool.stats])
+        return len(dropped)
 
     def pool_for(self, key: PoolKey, options: PoolOptions | None) -> WarmPool:
         """The pool of ``key``, created with the request's options (later requests don't resize it)."""
@@ -149,7 +198,8 @@ class PoolManager:
             network="none",
         )
         try:
-            result = await self.runtime.run_once(spec, 30.0)
+            async with self.oneshot_slot():
+                result = await self.runtime.run_once(spec, 30.0)
         except FlowError as exc:
             if "executable file not found" in exc.message or "no such file" in exc.message.lower():
                 return False
@@ -167,6 +217,7 @@ class PoolManager:
                 for pool in list(self.pools.values()):
                     pool.reap(now)
                     pool.refill()
+                self.drop_settled(now)
                 if now >= next_health:
                     next_health = now + self.settings.health_interval_s
                     await asyncio.gather(
@@ -190,9 +241,10 @@ class PoolManager:
         pools = [p.report() for p in self.pools.values()]
         busy = sum(p.busy_count for p in self.pools.values())
         idle = sum(p.idle_count for p in self.pools.values())
-        overall = merge([p.stats for p in self.pools.values()] + [self.cold_stats])
+        overall = merge([p.stats for p in self.pools.values()] + [self.cold_stats, self.dropped_stats])
         return {
             "service_id": self.settings.service_id,
+            "capacity": self.budget.report(),
             "overall": overall.report(busy=busy, idle=idle),
             "cold": self.cold_stats.report(busy=0, idle=0),
             "pools": pools,

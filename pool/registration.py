@@ -2,7 +2,8 @@
 
 ``keys.pool_services`` holds ``service id -> registration JSON`` (see :mod:`pool.routing` for the
 shape and how workers choose), ``keys.pool_heartbeats`` the last heartbeat time in ms. On a clean
-stop both entries are removed.
+stop both entries are removed. Each registration is signed with the pool token (:mod:`flowcore.poolsigning`):
+readers ignore one that something without the token wrote.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flowcore.keyspace import Keyspace
+from flowcore.poolsigning import sign
 from flowcore.settings import PoolSettings
 from pool.manager import PoolManager
 
@@ -35,18 +37,22 @@ def registration(settings: PoolSettings, manager: PoolManager) -> dict[str, Any]
 
 
 class Registrar:
-    def __init__(self, redis: Redis, keys: Keyspace, settings: PoolSettings, manager: PoolManager) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keyspace, settings: PoolSettings, manager: PoolManager, *, token: str
+    ) -> None:
         self._redis = redis
+        self._token = token
         self._keys = keys
         self._settings = settings
         self._manager = manager
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> None:
-        body = json.dumps(registration(self._settings, self._manager))
+        now_ms = int(time.time() * 1000)
+        body = json.dumps(sign(registration(self._settings, self._manager), self._token, now_ms))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.pool_services, self._settings.service_id, body)
-            pipe.zadd(self._keys.pool_heartbeats, {self._settings.service_id: int(time.time() * 1000)})
+            pipe.zadd(self._keys.pool_heartbeats, {self._settings.service_id: now_ms})
             await pipe.execute()
 
     async def _loop(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from flowcore import pooltoken, redisconn
 from flowcore.errors import FlowError
 from flowcore.keyspace import Keyspace
 from flowcore.settings import PoolSettings
@@ -37,13 +38,17 @@ class PoolServices:
     agents: AgentService
 
     @classmethod
-    async def open(cls, settings: PoolSettings) -> PoolServices:
+    async def open(cls, settings: PoolSettings, *, token: str | None = None) -> PoolServices:
+        """``token``: the pool token (signs the registration); resolved from ``settings`` when None."""
+        if token is None:
+            token = pooltoken.resolve(settings.pool_token, settings.pool_token_file, bind_host=settings.host)
         keys = Keyspace(settings.redis.prefix)
         runtime = await DockerRuntime(
             settings.docker_host, pull_missing=settings.pull_missing, pull_timeout_s=settings.pull_timeout_s
         ).open()
-        redis: Redis = Redis.from_url(settings.redis.url)
+        redis: Redis = redisconn.connect(settings.redis)
         try:
+            await redisconn.check_credentials(redis, settings.redis)
             manager = PoolManager(runtime, settings, StateBridge(StateStore(redis, keys)))
             recorder = ContainerRecorder(redis, keys)
             logs = LogShipper(redis, keys)
@@ -55,7 +60,7 @@ class PoolServices:
                 dispatcher=Dispatcher(manager, recorder, logs),
                 recorder=recorder,
                 logs=logs,
-                registrar=Registrar(redis, keys, settings, manager),
+                registrar=Registrar(redis, keys, settings, manager, token=token),
                 agents=AgentService(runtime, redis, keys, settings),
             )
             await manager.start()

@@ -22,6 +22,7 @@ class PoolStats:
     replaced: int = 0  # containers found dead or unhealthy and replaced
     retired: int = 0  # containers that reached max_uses
     reaped: int = 0  # idle containers removed after idle_timeout_s
+    evicted: int = 0  # idle containers removed to make room for another pool (max_containers)
     acquire_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     exec_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
@@ -54,6 +55,7 @@ class PoolStats:
             "replaced": self.replaced,
             "retired": self.retired,
             "reaped": self.reaped,
+            "evicted": self.evicted,
             "hit_ratio": round(self.warm_hits / dispatches, 4) if dispatches else 0.0,
             "acquire_ms_p50": round(percentile(acquire, 50), 3),
             "acquire_ms_p95": round(percentile(acquire, 95), 3),
@@ -79,6 +81,7 @@ def merge(stats: list[PoolStats]) -> PoolStats:
         total.replaced += s.replaced
         total.retired += s.retired
         total.reaped += s.reaped
+        total.evicted += s.evicted
         total.acquire_ms.extend(s.acquire_ms)
         total.exec_ms.extend(s.exec_ms)
     return total

@@ -4,6 +4,11 @@ The decisions (take idle, grow, wait; what to reap; how many to warm) come from
 :mod:`pool.sizing`; this module does the I/O around them. A busy container is never reaped; a
 container found dead or unhealthy is replaced, and when it was busy it is killed so that the task
 on it ends at once (the dispatcher reports ``container_lost``).
+
+Every container holds a slot of the service's :class:`~pool.budget.ContainerBudget` from before its
+creation until its removal has finished. When the service is at its cap, growing waits for either a
+container of this pool or a slot (freed by evicting an idle container of another pool), whichever
+comes first. A workflow-scoped pool keeps ``min_size`` only while its workflow is active.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from flowcore.errors import FlowError, NotFound
 from pool import sizing
+from pool.budget import ContainerBudget
 from pool.containers import ContainerFactory, PooledContainer
 from pool.errors import PoolWaitTimeout
 from pool.keys import PoolConfig, PoolKey
@@ -35,10 +41,21 @@ class Lease:
 
 
 class WarmPool:
-    def __init__(self, key: PoolKey, config: PoolConfig, factory: ContainerFactory) -> None:
+    def __init__(
+        self,
+        key: PoolKey,
+        config: PoolConfig,
+        factory: ContainerFactory,
+        budget: ContainerBudget | None = None,
+        workflow_idle_timeout_s: float = 15.0,
+    ) -> None:
         self.key = key
         self.config = config
         self.factory = factory
+        self.budget = budget if budget is not None else ContainerBudget(1_000_000)
+        self.workflow_idle_timeout_s = workflow_idle_timeout_s
+        self.last_active_s = time.monotonic()
+        self._held: set[str] = set()  # containers holding a budget slot (given back once removed)
         self.stats = PoolStats()
         self.containers: dict[str, PooledContainer] = {}
         self._idle: list[PooledContainer] = []  # a stack: the most recently used is reused first
@@ -61,6 +78,37 @@ class WarmPool:
     @property
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.done())
+
+    def min_size_now(self, now_s: float) -> int:
+        """``min_size``, or 0 once a workflow-scoped pool's workflow has gone quiet."""
+        return sizing.effective_min_size(
+            scope=self.key.scope,
+            min_size=self.config.min_size,
+            active=self.busy_count > 0 or self.waiting > 0,
+            last_active_s=self.last_active_s,
+            now_s=now_s,
+            workflow_idle_timeout_s=self.workflow_idle_timeout_s,
+        )
+
+    def reap_after_s(self) -> float:
+        return sizing.reap_timeout_s(
+            scope=self.key.scope,
+            idle_timeout_s=self.config.idle_timeout_s,
+            workflow_idle_timeout_s=self.workflow_idle_timeout_s,
+        )
+
+    def droppable(self, now_s: float) -> bool:
+        """Empty, nothing in flight, nothing to warm: the manager may forget this pool."""
+        return sizing.should_drop(
+            total=len(self.containers),
+            starting=self.starting,
+            waiters=self.waiting,
+            busy=self.busy_count,
+            pending=len(self._background),
+            min_size=self.min_size_now(now_s),
+            idle_for_s=now_s - self.last_active_s,
+            reap_after_s=self.reap_after_s(),
+        )
 
     def report(self) -> dict[str, Any]:
         return {
@@ -89,6 +137,7 @@ class WarmPool:
     async def acquire(self, timeout_s: float) -> Lease:
         """A container for one task: idle (hit), new (miss) or after a FIFO wait (hit, waited)."""
         started = time.perf_counter()
+        self.last_active_s = time.monotonic()
         self._waiters = deque(w for w in self._waiters if not w.done())
         action = sizing.acquire_action(
             idle=len(self._idle),
@@ -104,8 +153,10 @@ class WarmPool:
             container.busy = True
             return self._lease(container, started, hit=True, waited=False)
         if action == "grow":
-            container = await self._start(busy=True)
-            return self._lease(container, started, hit=False, waited=False)
+            if self.budget.try_take():
+                container = await self._start(busy=True)
+                return self._lease(container, started, hit=False, waited=False)
+            return await self._acquire_at_cap(timeout_s, started)
         future: asyncio.Future[PooledContainer] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         try:
@@ -126,6 +177,38 @@ class WarmPool:
             raise
         return self._lease(container, started, hit=True, waited=True)
 
+    async def _acquire_at_cap(self, timeout_s: float, started: float) -> Lease:
+        """The service holds ``max_containers``: a container of this pool or a freed slot, first come."""
+        slot = self.budget.request(self)  # asks for an idle container of another pool to be evicted
+        future: asyncio.Future[PooledContainer] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            either: list[asyncio.Future[Any]] = [slot, future]  # asyncio.wait cancels neither
+            await asyncio.wait(
+                either,
+                timeout=timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            self.budget.cancel(slot)
+            if future.done() and not future.cancelled():
+                self.release(future.result())
+            future.cancel()
+            raise
+        if future.done() and not future.cancelled():
+            self.budget.cancel(slot)  # a container of this pool came first
+            return self._lease(future.result(), started, hit=True, waited=True)
+        future.cancel()
+        if slot.done() and not slot.cancelled():
+            container = await self._start(busy=True)
+            return self._lease(container, started, hit=False, waited=True)
+        self.budget.cancel(slot)
+        self.stats.exhausted += 1
+        raise PoolWaitTimeout(
+            f"pool {self.key.hash}: the service holds its maximum of {self.budget.limit} containers"
+            f" (max_containers) and none came free within {timeout_s:g} s"
+        )
+
     def _lease(self, container: PooledContainer, started: float, *, hit: bool, waited: bool) -> Lease:
         ms = (time.perf_counter() - started) * 1000
         self.stats.record_acquire(ms, hit=hit, waited=waited)
@@ -134,6 +217,7 @@ class WarmPool:
     def release(self, container: PooledContainer) -> None:
         """Give a container back after a task; retire or replace it when it must not serve again."""
         container.busy = False
+        self.last_active_s = time.monotonic()
         if container.container_id not in self.containers:
             return
         container.uses += 1
@@ -148,6 +232,9 @@ class WarmPool:
             return
         container.idle_since_s = time.monotonic()
         if not self._handoff(container):
+            if self.budget.wants_eviction():  # another pool waits for room at the cap: make it
+                self.evict(container)
+                return
             self._idle.append(container)
 
     def _handoff(self, container: PooledContainer) -> bool:
@@ -164,19 +251,49 @@ class WarmPool:
         self.containers.pop(container.container_id, None)
         with contextlib.suppress(ValueError):
             self._idle.remove(container)
-        self._spawn(self.factory.destroy(container))
+        self._spawn(self._destroy(container))
         self.refill()
+
+    def evict(self, container: PooledContainer) -> None:
+        """Remove an idle container so that another pool can start one (the service is at its cap)."""
+        self.containers.pop(container.container_id, None)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(container)
+        self.stats.evicted += 1
+        self.budget.evicting += 1
+        self._spawn(self._destroy(container, evicted=True))
+
+    def idle_containers(self) -> list[PooledContainer]:
+        return list(self._idle)
+
+    async def _destroy(self, container: PooledContainer, *, evicted: bool = False) -> None:
+        """Remove a container, then give its slot back (so the engine never holds more than the cap)."""
+        try:
+            await self.factory.destroy(container)
+        finally:
+            self._free(container, evicted=evicted)
+
+    def _free(self, container: PooledContainer, *, evicted: bool = False) -> None:
+        if container.container_id in self._held:
+            self._held.discard(container.container_id)
+            self.budget.give_back(evicted=evicted)
+        elif evicted:
+            self.budget.evicting = max(0, self.budget.evicting - 1)
 
     # ------------------------------------------------------------------ growth
     async def _start(self, *, busy: bool) -> PooledContainer:
+        """Start a container; the caller has taken its budget slot (given back if this fails)."""
         self.starting += 1
         try:
             container = await self.factory.create(self.key)
-        except FlowError as exc:
-            self.last_error = exc.message
+        except BaseException as exc:
+            self.budget.give_back()
+            if isinstance(exc, FlowError):
+                self.last_error = exc.message
             raise
         finally:
             self.starting -= 1
+        self._held.add(container.container_id)
         self.last_error = None
         container.busy = busy
         container.generation = self.generation
@@ -189,6 +306,8 @@ class WarmPool:
             container.channel.on_close = lambda: self._channel_closed(container)
 
     def add_adopted(self, container: PooledContainer) -> None:
+        self.budget.force_take()
+        self._held.add(container.container_id)
         self.containers[container.container_id] = container
         self.watch(container)
         self._idle.append(container)
@@ -203,6 +322,7 @@ class WarmPool:
             self.discard(container)
 
     async def _start_spare(self) -> None:
+        self.starting -= 1  # _start counts it again
         try:
             container = await self._start(busy=False)
         except FlowError as exc:
@@ -224,13 +344,16 @@ class WarmPool:
         want = sizing.warm_deficit(
             total=len(self.containers),
             starting=self.starting,
-            min_size=self.config.min_size,
+            min_size=self.min_size_now(time.monotonic()),
             max_size=self.config.max_size,
             warm_up=self.config.warm_up,
         )
         waiting = max(0, self.waiting - self.starting)
         room = self.config.max_size - len(self.containers) - self.starting
         for _ in range(max(0, min(max(want, waiting), room))):
+            if not self.budget.try_take():
+                break  # at the service's cap: waiters get a slot (or a container) when one frees
+            self.starting += 1  # counted at once, so that the next refill does not start it again
             self._spawn(self._start_spare())
 
     def _spawn(self, coro: Any) -> None:
@@ -244,8 +367,8 @@ class WarmPool:
         doomed = sizing.containers_to_reap(
             idle,
             total=len(self.containers),
-            min_size=self.config.min_size,
-            idle_timeout_s=self.config.idle_timeout_s,
+            min_size=self.min_size_now(now_s),
+            idle_timeout_s=self.reap_after_s(),
             now_s=now_s,
         )
         for container_id in doomed:
@@ -254,7 +377,7 @@ class WarmPool:
                 self.stats.reaped += 1
                 self.containers.pop(container_id, None)
                 self._idle.remove(container)
-                self._spawn(self.factory.destroy(container))
+                self._spawn(self._destroy(container))
         return len(doomed)
 
     async def health_check(self, ping_timeout_s: float) -> None:
@@ -309,7 +432,7 @@ class WarmPool:
         idle, self._idle = self._idle, []
         for container in idle:
             self.containers.pop(container.container_id, None)
-            self._spawn(self.factory.destroy(container))
+            self._spawn(self._destroy(container))
         return len(idle)
 
     async def close(self, *, keep_idle: bool = False) -> None:
@@ -328,5 +451,6 @@ class WarmPool:
                 if container.channel is not None:
                     container.channel.on_close = None
                     await container.channel.close()
+                self._free(container)  # left for a restart to adopt: no longer this run's
                 continue
-            await self.factory.destroy(container)
+            await self._destroy(container)

@@ -8,14 +8,14 @@ import signal
 
 from redis.asyncio import Redis
 
-from flowcore import tracing_setup
+from flowcore import redisconn, tracing_setup
 from flowcore.keyspace import Keyspace
 from flowcore.settings import SchedulerSettings
 from scheduler.loop import Scheduler
 
 
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
-    redis = Redis.from_url(settings.redis.url)
+    redis: Redis = redisconn.connect(settings.redis)
     try:
         scheduler = Scheduler(
             redis,
@@ -44,7 +44,8 @@ async def _main(settings: SchedulerSettings) -> None:
 def main() -> None:
     settings = SchedulerSettings()
     tracing = tracing_setup.configure(
-        settings.tracing, default_service="flow-scheduler", redis_url=settings.redis.url, prefix=settings.redis.prefix
+        settings.tracing, default_service="flow-scheduler", redis_url=settings.redis.url, prefix=settings.redis.prefix,
+        redis_options=redisconn.credentials(settings.redis),
     )
     try:
         asyncio.run(_main(settings))

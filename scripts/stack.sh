@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole stack in the background: the four Procfile processes under honcho, plus redis and an engine.
+# The whole stack in the background: the four Procfile processes under scripts/supervise.py (which restarts
+# a process that exits, where honcho stopped them all), plus redis and an engine.
 #
 #   scripts/stack.sh up       ensure the Docker engine and the stack's redis, write .flow/stack.env, start
-#                             honcho (pid .flow/honcho.pid, log .flow/logs/stack.log), wait for the gateway
-#                             (:8081/healthz) and the pool (:8090/healthz)
-#   scripts/stack.sh down     stop honcho (SIGTERM, then SIGKILL), remove every container labelled
+#                             the supervisor (pid .flow/supervise.pid, log .flow/logs/stack.log), wait for the
+#                             gateway (:8081/healthz) and the pool (:8090/healthz)
+#   scripts/stack.sh down     stop the supervisor (SIGTERM, then SIGKILL), remove every container labelled
 #                             io.agentainer.flow=1 of this stack's pool service (io.agentainer.flow.service=
 #                             $FLOW_SERVICE_ID, default pool-1), stop the stack's redis. dockerd keeps running:
 #                             it is shared machine infrastructure (scripts/ensure_docker.sh stop ends it).
@@ -22,19 +23,25 @@ cd "$REPO_ROOT"
 REDIS_PORT="${FLOW_REDIS_PORT:-6390}"
 GATEWAY_URL="http://127.0.0.1:8081"
 POOL_URL="http://127.0.0.1:8090"
-HONCHO_PIDFILE="$FLOW_DIR/honcho.pid"
+SUPERVISOR_PIDFILE="$FLOW_DIR/supervise.pid"
+LEGACY_PIDFILE="$FLOW_DIR/honcho.pid" # stacks started before the supervisor replaced honcho
 STACK_LOG="$FLOW_DIR/logs/stack.log"
 STACK_ENV="$FLOW_DIR/stack.env"
 TIMEOUT_S="${FLOW_STACK_TIMEOUT_S:-60}"
 PY="$REPO_ROOT/.venv/bin/python"
 SERVICE_ID="${FLOW_SERVICE_ID:-pool-1}"
 
-honcho_pid() {
-    local pid
-    [ -s "$HONCHO_PIDFILE" ] || return 1
-    pid="$(cat "$HONCHO_PIDFILE")"
-    kill -0 "$pid" 2>/dev/null || return 1
-    printf '%s\n' "$pid"
+stack_pid() {
+    local pid file
+    for file in "$SUPERVISOR_PIDFILE" "$LEGACY_PIDFILE"; do
+        [ -s "$file" ] || continue
+        pid="$(cat "$file")"
+        if kill -0 "$pid" 2>/dev/null; then
+            printf '%s\n' "$pid"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # healthy URL...: every URL answers 2xx right now.
@@ -56,7 +63,7 @@ EOF
 write_env() {
     mkdir -p "$FLOW_DIR/logs"
     {
-        echo "# Written by scripts/stack.sh up; read by honcho for every Procfile process."
+        echo "# Written by scripts/stack.sh up; read by scripts/supervise.py for every Procfile process."
         echo "FLOW_REDIS__URL=redis://127.0.0.1:$REDIS_PORT/0"
         echo "DOCKER_HOST=$DOCKER_HOST"
         echo "FLOW_DOCKER_HOST=$DOCKER_HOST"
@@ -70,34 +77,34 @@ write_env() {
 }
 
 cmd_up() {
-    [ -x "$REPO_ROOT/.venv/bin/honcho" ] || die ".venv/bin/honcho missing: run 'make bootstrap' first"
+    [ -x "$PY" ] || die ".venv/bin/python missing: run 'make bootstrap' first"
     DOCKER_HOST="$("$REPO_ROOT/scripts/ensure_docker.sh")"
     export DOCKER_HOST
     docker_answers || true # sets DOCKER_API_VERSION when the client needs it pinned
     FLOW_REDIS_PORT="$REDIS_PORT" "$REPO_ROOT/scripts/redis.sh" start
 
     local pid
-    if pid="$(honcho_pid)"; then
-        log "stack already running (honcho pid $pid)"
+    if pid="$(stack_pid)"; then
+        log "stack already running (supervisor pid $pid)"
     else
         if healthy "$GATEWAY_URL/healthz" || healthy "$POOL_URL/healthz"; then
             die "something else answers on :8081 or :8090 (another checkout's stack?); stop it first"
         fi
         write_env
         printf '\n==== %s: stack up ====\n' "$(date -Is)" >>"$STACK_LOG"
-        log "starting honcho -f Procfile -e .flow/stack.env (log .flow/logs/stack.log)"
+        log "starting scripts/supervise.py -f Procfile -e .flow/stack.env (log .flow/logs/stack.log)"
         # Own session: `down` can signal the whole process group, and the stack outlives this shell.
-        setsid "$REPO_ROOT/.venv/bin/honcho" start -f Procfile -e "$STACK_ENV" \
+        setsid "$PY" "$REPO_ROOT/scripts/supervise.py" -f Procfile -e "$STACK_ENV" \
             >>"$STACK_LOG" 2>&1 </dev/null &
-        echo $! >"$HONCHO_PIDFILE"
+        echo $! >"$SUPERVISOR_PIDFILE"
     fi
 
     local deadline=$(( $(date +%s) + TIMEOUT_S ))
     until healthy "$GATEWAY_URL/healthz" "$POOL_URL/healthz"; do
-        if ! honcho_pid >/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+        if ! stack_pid >/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
             echo "---- last 40 lines of .flow/logs/stack.log ----" >&2
             tail -n 40 "$STACK_LOG" >&2 || true
-            honcho_pid >/dev/null || die "the stack exited during start-up (see above)"
+            stack_pid >/dev/null || die "the stack exited during start-up (see above)"
             die "gateway $GATEWAY_URL/healthz and pool $POOL_URL/healthz did not both answer within ${TIMEOUT_S}s"
         fi
         sleep 0.5
@@ -105,14 +112,14 @@ cmd_up() {
     log "stack up: gateway $GATEWAY_URL, pool $POOL_URL, redis 127.0.0.1:$REDIS_PORT, engine $DOCKER_HOST"
 }
 
-stop_honcho() {
+stop_stack() {
     local pid deadline
-    if ! pid="$(honcho_pid)"; then
-        rm -f "$HONCHO_PIDFILE"
-        log "honcho not running"
+    if ! pid="$(stack_pid)"; then
+        rm -f "$SUPERVISOR_PIDFILE" "$LEGACY_PIDFILE"
+        log "supervisor not running"
         return 0
     fi
-    log "stopping honcho pid $pid (SIGTERM)"
+    log "stopping supervisor pid $pid (SIGTERM; it stops every process)"
     kill -TERM "$pid" 2>/dev/null || true
     deadline=$(( $(date +%s) + 20 ))
     while kill -0 "$pid" 2>/dev/null; do
@@ -122,9 +129,9 @@ stop_honcho() {
         fi
         sleep 0.2
     done
-    # Children that ignored honcho's SIGTERM share its process group (setsid at start).
+    # Children that ignored the SIGTERM share the supervisor's process group (setsid at start).
     kill -KILL -- "-$pid" 2>/dev/null || true
-    rm -f "$HONCHO_PIDFILE"
+    rm -f "$SUPERVISOR_PIDFILE" "$LEGACY_PIDFILE"
 }
 
 # The containers `down` removes: this stack's pool service's, or with FLOW_DOWN_ALL=1 every flow container.
@@ -153,7 +160,7 @@ remove_containers() {
 }
 
 cmd_down() {
-    stop_honcho
+    stop_stack
     remove_containers
     FLOW_REDIS_PORT="$REDIS_PORT" "$REPO_ROOT/scripts/redis.sh" stop
     log "stack down (dockerd left running: scripts/ensure_docker.sh stop ends it)"
@@ -161,10 +168,10 @@ cmd_down() {
 
 cmd_status() {
     local pid rc=0
-    if pid="$(honcho_pid)"; then
-        echo "honcho: running (pid $pid)"
+    if pid="$(stack_pid)"; then
+        echo "supervisor: running (pid $pid)"
     else
-        echo "honcho: not running"
+        echo "supervisor: not running"
         rc=1
     fi
     if [ -x "$PY" ] && healthy "$GATEWAY_URL/healthz"; then echo "gateway: up ($GATEWAY_URL)"; else echo "gateway: down"; rc=1; fi

@@ -2,8 +2,9 @@
 
 They build on tests/conftest.py's ``redis_url``, ``docker_host``, ``base_image`` and
 ``test_labels``. Every test gets its own ``service_id`` (so its containers carry a unique
-``io.agentainer.flow.service`` label) and a short work dir (unix socket paths hold 108 bytes);
-teardown removes whatever still carries the label.
+``io.agentainer.flow.service`` label), its own random pool token (``pool_headers`` authenticates
+to the pool API with it) and a short work dir (unix socket paths hold 108 bytes); teardown removes
+whatever still carries the label.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from flowcore.pool_api import TaskRequest
 from flowcore.settings import PoolSettings, RedisSection
@@ -91,6 +93,7 @@ def pool_settings(
         agent_start_timeout_s=20.0,
         task_grace_s=3.0,
         extra_labels=dict(test_labels),
+        pool_token=SecretStr(f"test-pool-token-{uuid.uuid4().hex}"),
     )
     yield settings
     leftover = service_containers(docker_host, settings.service_id)
@@ -105,6 +108,11 @@ async def pool(pool_settings: PoolSettings) -> AsyncIterator[PoolServices]:
         yield services
     finally:
         await services.close()
+
+
+def pool_headers(settings: PoolSettings) -> dict[str, str]:
+    """What the workers and the gateway send: ``Authorization: Bearer <pool token>``."""
+    return {"Authorization": f"Bearer {settings.pool_token.get_secret_value()}"}
 
 
 def make_task(image: str, **fields: Any) -> TaskRequest:
@@ -125,6 +133,7 @@ __all__ = [
     "make_task",
     "nopython_image",
     "pool",
+    "pool_headers",
     "pool_settings",
     "service_containers",
     "work_dir",
@@ -138,6 +147,6 @@ async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://pool") as c,
+        httpx.AsyncClient(transport=transport, base_url="http://pool", headers=pool_headers(pool_settings)) as c,
     ):
         yield c

@@ -2,6 +2,7 @@
 
 Job payloads are JSON (never pickle). ``poll_delay`` defaults to 5 ms: arq's 0.5 s default adds
 ~280 ms to every hop (MACHINE.md). Jobs stay thin: they hand over to :class:`workers.runner.TaskRunner`.
+The worker is arq's, made to ride out Redis outages (:mod:`workers.resilience`).
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ import contextlib
 import logging
 from typing import Any
 
-from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.worker import func
 
+from flowcore import pooltoken, redisconn
 from flowcore.keyspace import Keyspace
 from flowcore.settings import WorkerSettings
 from flowcore.store import RUN_TASK, WORKFLOW_DEADLINE, job_deserializer, job_serializer
 from workers.pool_client import PoolClient
 from workers.reaper import reap_forever
+from workers.resilience import ResilientWorker
 from workers.routing import PoolRouter
 from workers.runner import TaskRunner
 
 log = logging.getLogger(__name__)
 
 # arq's own timeout is a backstop only: step timeouts are enforced by the pool, and a dead worker's
-# task is taken over through its lease long before arq would re-run the job.
+# task is taken over through its lease (or, before its claim, through ``{p}:queued``) within seconds.
+# arq's in-progress marker does not follow this timeout: it is ``job_marker_ttl_s``, renewed with the lease.
 JOB_TIMEOUT_S = 8 * 86400
 
 
@@ -42,40 +45,46 @@ async def workflow_deadline(ctx: dict[str, Any], workflow_id: str) -> None:
     await runner.deadline(workflow_id)
 
 
-def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:
+def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> ResilientWorker:
     keys = Keyspace(settings.redis.prefix)
+    pool_token = pooltoken.resolve(settings.pool_token, settings.pool_token_file)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        pool = PoolClient(margin_s=settings.pool.request_timeout_s)
+        pool = PoolClient(margin_s=settings.pool.request_timeout_s, token=pool_token)
         runner = TaskRunner(
             redis=ctx["redis"],
             keys=keys,
             pool=pool,
-            router=PoolRouter(ctx["redis"], keys, settings.pool.url),
+            router=PoolRouter(ctx["redis"], keys, settings.pool.url, token=pool_token, policy=settings.policy),
             lease_ttl_s=settings.lease_ttl_s,
             lease_renew_s=settings.lease_renew_s,
             max_takeovers=settings.max_takeovers,
+            marker_ttl_s=settings.job_marker_ttl_s,
+            commit_patience_s=settings.commit_patience_s,
         )
         ctx["runner"] = runner
         ctx["pool_client"] = pool
-        ctx["reaper"] = asyncio.create_task(reap_forever(runner, settings.reaper_interval_s))
+        ctx["reaper"] = asyncio.create_task(
+            reap_forever(runner, settings.reaper_interval_s, settings.claim_timeout_s)
+        )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        reaper = ctx.get("reaper")
+        # Idempotent: the entrypoint calls it again when arq's own close failed half-way.
+        reaper = ctx.pop("reaper", None)
         if reaper is not None:
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
-        pool = ctx.get("pool_client")
+        pool = ctx.pop("pool_client", None)
         if pool is not None:
             await pool.aclose()
 
-    return Worker(
+    return ResilientWorker(
         functions=[
             func(run_task, name=RUN_TASK, timeout=JOB_TIMEOUT_S, max_tries=1000),
             func(workflow_deadline, name=WORKFLOW_DEADLINE, timeout=60, max_tries=1000),
         ],
-        redis_settings=RedisSettings.from_dsn(settings.redis.url),
+        redis_settings=redisconn.arq_settings(settings.redis),
         queue_name=keys.queue,
         poll_delay=settings.poll_delay_s,
         max_jobs=settings.max_jobs,
@@ -86,4 +95,6 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Wo
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
         allow_abort_jobs=False,
+        marker_ttl_s=settings.job_marker_ttl_s,
+        backoff_max_s=settings.redis_backoff_max_s,
     )

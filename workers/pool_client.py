@@ -3,7 +3,7 @@
 Keep-alive HTTP to the pool service. Transport failures become a retriable ``runtime`` task error:
 httpx errors never reach the engine. The pool service to use is chosen per task by
 :mod:`workers.routing` from the registrations pool services write to Redis, falling back to the
-configured URL.
+configured URL. Every call carries the pool token (``Authorization: Bearer``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 
 import httpx
 
+from flowcore import pooltoken
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.tracing import inject_headers
 
@@ -22,7 +23,11 @@ CONNECT_RETRIES = 3
 
 
 class PoolClient:
-    def __init__(self, *, margin_s: float = 30.0, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, *, margin_s: float = 30.0, client: httpx.AsyncClient | None = None, token: str | None = None
+    ) -> None:
+        """``token``: the pool token (:func:`flowcore.pooltoken.resolve`); the pool answers 401 without it."""
+        self._auth = pooltoken.bearer(token) if token else {}
         self._client = client or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             timeout=httpx.Timeout(30.0, connect=5.0),
@@ -36,7 +41,7 @@ class PoolClient:
         read_timeout_s = (request.timeout_s or 7 * 86400.0) + self._margin_s
         timeout = httpx.Timeout(read_timeout_s, connect=5.0)
         body = request.model_dump(mode="json")
-        headers = inject_headers()  # W3C traceparent of the current (step) span
+        headers = {**inject_headers(), **self._auth}  # W3C traceparent of the current (step) span
         last_error = ""
         for attempt in range(CONNECT_RETRIES):
             try:
@@ -60,7 +65,7 @@ class PoolClient:
 
     async def cancel(self, base_url: str, task_id: str) -> None:
         try:
-            await self._client.delete(f"{base_url}/v1/tasks/{task_id}", timeout=5.0)
+            await self._client.delete(f"{base_url}/v1/tasks/{task_id}", timeout=5.0, headers=self._auth)
         except httpx.HTTPError as exc:
             log.warning("cancel of %s at %s failed: %r", task_id, base_url, exc)
 

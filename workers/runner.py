@@ -14,17 +14,19 @@ import logging
 import time
 from collections.abc import Callable
 
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
 from flowcore import engine
 from flowcore.engine import EngineEnv, Plan
-from flowcore.errors import NotFound
+from flowcore.errors import NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace, lease_member
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.records import Snapshot
-from flowcore.store import WorkflowStore
+from flowcore.store import WorkflowStore, task_job_id
 from flowcore.tracing_spans import StepAttempt
 from workers.pool_client import PoolClient
+from workers.resilience import Backoff
 from workers.routing import PoolRouter
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class TaskRunner:
         lease_ttl_s: float,
         lease_renew_s: float,
         max_takeovers: int,
+        marker_ttl_s: float = 30.0,
+        commit_patience_s: float = 120.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -50,6 +54,8 @@ class TaskRunner:
         self.lease_ttl_s = lease_ttl_s
         self.lease_renew_s = lease_renew_s
         self.max_takeovers = max_takeovers
+        self.marker_ttl_s = marker_ttl_s  # arq's in-progress marker of the job, renewed with the lease
+        self.commit_patience_s = commit_patience_s  # how long a result waits for Redis to come back
 
     def env(self) -> EngineEnv:
         return EngineEnv(now=time.time(), lease_ttl_s=self.lease_ttl_s, max_takeovers=self.max_takeovers)
@@ -70,7 +76,8 @@ class TaskRunner:
         request.traceparent = attempt.traceparent
         member = lease_member(wf_id, step_id, index, token)
         lease_lost = asyncio.Event()
-        renewer = asyncio.create_task(self._renew(member, lease_lost))
+        marker = in_progress_key_prefix + task_job_id(wf_id, step_id, index, token)
+        renewer = asyncio.create_task(self._renew(member, marker, lease_lost))
         base_url = self.router.fallback_url
         try:
             base_url = await self.router.choose(request)
@@ -83,21 +90,44 @@ class TaskRunner:
             # its lease lapse, and stop its container task.
             attempt.finish(None, note="handed over: worker shutting down")
             await asyncio.shield(self._hand_over(base_url, request.task_id, wf_id, step_id, index, token))
+            await self._stop(renewer)
             raise
         except Exception as exc:  # a bug or outage here fails the attempt; it must not loop on takeovers
             log.exception("task %s failed in the worker", request.task_id)
             attempt.failed(exc)
             error = TaskError(kind=ErrorKind.RUNTIME, message=f"worker error: {type(exc).__name__}: {exc}")
             result = TaskResult(task_id=request.task_id, ok=False, error=error)
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
         try:
-            await self.transact(wf_id, lambda s, e: engine.complete(s, e, step_id, index, token, result))
+            # The lease stays renewed while the result waits for Redis: across a short outage this
+            # worker's commit, not a takeover, usually wins.
+            await self._commit(wf_id, lambda s, e: engine.complete(s, e, step_id, index, token, result))
         finally:
+            await self._stop(renewer)
             attempt.finish(result)
         return "ok" if result.ok else "failed"
+
+    @staticmethod
+    async def _stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _commit(self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan]) -> None:
+        """Commit a result, waiting (with backoff) up to ``commit_patience_s`` for an unreachable Redis.
+
+        Given up, the result is lost and the task's lease lapses: another worker runs it again.
+        """
+        deadline = time.monotonic() + self.commit_patience_s
+        backoff = Backoff(max_s=2.0)
+        while True:
+            try:
+                await self.transact(wf_id, fn)
+                return
+            except ServiceUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("result of %s waits for redis: %s", wf_id, exc)
+                await asyncio.sleep(backoff.next_delay_s())
 
     async def _execute(self, base_url: str, request: TaskRequest, lease_lost: asyncio.Event) -> TaskResult:
         call = asyncio.create_task(self.pool.execute(base_url, request))
@@ -122,12 +152,15 @@ class TaskRunner:
             if not call.done():
                 call.cancel()
 
-    async def _renew(self, member: str, lease_lost: asyncio.Event) -> None:
+    async def _renew(self, member: str, marker: str, lease_lost: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.lease_renew_s)
             expiry_ms = (time.time() + self.lease_ttl_s) * 1000
             try:
-                changed = await self.redis.zadd(self.keys.leases, {member: expiry_ms}, xx=True, ch=True)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self.keys.leases, {member: expiry_ms}, xx=True, ch=True)
+                    pipe.pexpire(marker, int(self.marker_ttl_s * 1000))
+                    changed, _ = await pipe.execute()
             except Exception as exc:  # a Redis blip must not kill the task; the next renewal retries
                 log.warning("lease renewal failed: %r", exc)
                 continue

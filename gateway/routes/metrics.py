@@ -6,7 +6,9 @@ records read by :mod:`flowcore.runs`. A window is read newest first and capped (
 workflows for the aggregates, ``limit`` for the history); answers say ``truncated: true`` when the
 window held more. ``/metrics`` needs the bearer token like every other route (configure Prometheus
 with ``authorization: {credentials: <token>}``); a pool service that does not answer within
-``POOL_TIMEOUT_S`` shows as ``flow_pool_service_up 0`` and never fails the scrape.
+``POOL_TIMEOUT_S`` shows as ``flow_pool_service_up 0`` and never fails the scrape. A registration
+that is not signed with the pool token (:func:`flowcore.poolsigning.verify`) is reported down and
+never asked: the gateway sends its pool token only to genuine pool services.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import metrics
+from flowcore import metrics, poolsigning
 from flowcore.durations import parse_duration_s
 from flowcore.errors import InvalidInput, ServiceUnavailable
 from flowcore.keyspace import Keyspace
@@ -120,7 +122,10 @@ async def _pool_services(request: Request, raw: dict[Any, Any], beats: list[Any]
         except ValueError:
             reg = None
         fresh = now * 1000 - seen.get(sid, 0.0) <= POOL_STALE_S * 1000
-        url = reg.get("url") if isinstance(reg, dict) else None
+        genuine = isinstance(reg, dict) and poolsigning.verify(
+            reg, request.app.state.pool_token, service_id=sid, now_ms=now * 1000, max_age_ms=POOL_STALE_S * 1000
+        ) is None
+        url = reg.get("url") if isinstance(reg, dict) and genuine else None
         targets[sid] = url if fresh and isinstance(url, str) else None
     if not targets:  # nothing registered: the pool service the gateway is configured with
         targets["default"] = request.app.state.settings.pool.url

@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flowcore.errors import Conflict
+from flowcore.policy import check_definition
 from flowcore.records import Origin
-from gateway.routes.workflows import store_of, submit
+from gateway.routes.workflows import policy_of, store_of, submit
 
 
 async def retry_workflow(request: Request) -> Response:
@@ -29,6 +30,7 @@ async def retry_workflow(request: Request) -> Response:
             f"workflow {wf_id!r} is {old.status.value}; only a finished workflow can be retried (cancel it first)",
             field="workflow_id",
         )
+    check_definition(old.definition, policy_of(request))  # the operator may have tightened the policy since
     definition = old.definition.model_copy(update={"input": old.input})
     origin = Origin(kind="retry", template_id=wf_id, fired_at=time.time())
     snap = await submit(store, definition, start=True, origin=origin)

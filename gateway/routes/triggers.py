@@ -19,10 +19,12 @@ from starlette.routing import Route
 
 from flowcore.errors import Conflict, InvalidInput
 from flowcore.firing import Fire, FireOutcome, FireResult, Firing
+from flowcore.policy import check_definition
 from flowcore.records import Origin
 from flowcore.triggers import Trigger, TriggerSpec, trigger_view
 from flowcore.triggerstore import TriggerStore
 from gateway.bodies import parse_model, query_int, read_document
+from gateway.routes.workflows import policy_of
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -160,6 +162,9 @@ async def fire_trigger(request: Request) -> Response:
     trigger = await trigger_store(request).get(request.path_params["trigger_id"])
     if not trigger.enabled:
         raise Conflict(f"trigger {trigger.id!r} is disabled; enable it to fire it", field="trigger_id")
+    # The operator may have tightened the policy since the template was stored: say so to whoever fires
+    # by hand (events and webhooks fire anyway; the pool service refuses the step's tasks).
+    check_definition(await firing(request).template(trigger.workflow_id), policy_of(request))
     result = await fire_now(request, trigger, kind="manual", fire_key=idempotency_key(request), payload=body.input_data)
     return fire_answer(result, trigger_id=trigger.id)
 
@@ -170,6 +175,7 @@ async def trigger_workflow(request: Request) -> Response:
     template_id = request.path_params["workflow_id"]
     fire = firing(request)
     summary = await fire.store.load_summary(template_id)  # always read: the template may have been deleted
+    check_definition(summary.definition, policy_of(request))
     now = time.time()
     result = await fire.fire(
         Fire(

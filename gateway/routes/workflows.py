@@ -14,7 +14,9 @@ from flowcore import dag, engine
 from flowcore.engine import EngineEnv
 from flowcore.errors import InvalidInput, NotFound
 from flowcore.models import WorkflowDefinition, WorkflowStatus
+from flowcore.policy import check_definition
 from flowcore.records import Origin, Snapshot
+from flowcore.settings import TaskPolicySection
 from flowcore.store import WorkflowStore
 from flowcore.tracing import WorkflowRoot
 from gateway.bodies import parse_model, query_bool, query_int, read_document
@@ -26,10 +28,18 @@ def store_of(request: Request) -> WorkflowStore:
     return store
 
 
-def parse_definition(document: Any) -> WorkflowDefinition:
-    """Validate a submitted definition: each object (pydantic), then the graph (ids, cycles, targets)."""
+def policy_of(request: Request) -> TaskPolicySection:
+    """What steps may ask for on this gateway (the operator's settings)."""
+    policy: TaskPolicySection = request.app.state.settings.policy
+    return policy
+
+
+def parse_definition(document: Any, policy: TaskPolicySection) -> WorkflowDefinition:
+    """Validate a submitted definition: each object (pydantic), the graph (ids, cycles, targets), then
+    what its steps ask for against the operator's policy (networks, user, limits, pool scope)."""
     definition = parse_model(document, WorkflowDefinition)
     dag.validate(definition)
+    check_definition(definition, policy)
     return definition
 
 
@@ -50,7 +60,7 @@ async def submit(
 
 async def create_workflow(request: Request) -> Response:
     """Create a workflow from a JSON or YAML definition; ``?start=true`` also starts it."""
-    definition = parse_definition(await read_document(request))
+    definition = parse_definition(await read_document(request), policy_of(request))
     start = query_bool(request, "start")
     snap = await submit(store_of(request), definition, start=start)
     return JSONResponse(workflow_view(snap), status_code=201, headers={"location": f"/v1/workflows/{snap.wf_id}"})

@@ -155,16 +155,43 @@ class Zygote:
             raise ImportError(str(reply.get("error") or "the function's module did not load"))
         return zygote
 
-    def fork(self, child_end: socket.socket) -> int:
-        """Blocking, short: hand the zygote one end of a task socket, get the child's pid."""
+    async def child(self, loop: asyncio.AbstractEventLoop) -> tuple[int, socket.socket]:
+        """A child of the zygote for one task (forked ahead of time): its pid and our end of its socket."""
         self.used_s = time.monotonic()
-        self.control.settimeout(10.0)
-        socket.send_fds(self.control, [b'{"t":"fork"}'], [child_end.fileno()])
-        reply = decode_message(self.control.recv(4096) or b"{}")
+        self.control.setblocking(False)
+        self.control.send(b'{"t":"fork"}')  # a few bytes into an idle socket's buffer: never blocks
+        received: asyncio.Future[tuple[bytes, list[int]]] = loop.create_future()
+        fd = self.control.fileno()
+
+        def readable() -> None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.control, 4096, 1)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                data, fds = b"", []
+                if not received.done():
+                    received.set_exception(exc)
+            loop.remove_reader(fd)
+            if not received.done():
+                received.set_result((data, fds))
+
+        loop.add_reader(fd, readable)
+        try:
+            data, fds = await asyncio.wait_for(received, 10.0)
+        finally:
+            loop.remove_reader(fd)
+        reply = decode_message(data or b"{}")
         pid = reply.get("pid")
+        if not fds:
+            raise RuntimeError("the function's process gave no child")
+        sock = socket.socket(fileno=fds[0])
+        for extra in fds[1:]:
+            os.close(extra)
         if not isinstance(pid, int) or pid <= 0:
-            raise RuntimeError("the function's process did not fork")
-        return pid
+            sock.close()
+            raise RuntimeError("the function's process gave no child")
+        return pid, sock
 
 
 class Session:
@@ -439,16 +466,15 @@ class Runner:
             zygote = await self.agent.zygote_for(spec, user)
         except Exception as exc:  # the module did not import: the step's error
             return {"exit_code": 1, "error": str(exc) if isinstance(exc, ImportError) else repr(exc)}
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            try:
-                self.pid = await loop.run_in_executor(None, zygote.fork, theirs)
-            finally:
-                theirs.close()
+            self.pid, ours = await zygote.child(loop)
+        except Exception as exc:
+            zygote.kill()
+            return {"exit_code": None, "error": f"agent failure: cannot start the function: {exc!r}"}
+        try:
             reader, writer = await asyncio.open_unix_connection(sock=ours, limit=MAX_LINE_BYTES)
         except Exception as exc:
             ours.close()
-            zygote.kill()
             return {"exit_code": None, "error": f"agent failure: cannot start the function: {exc!r}"}
         writer.write(
             encode_message(

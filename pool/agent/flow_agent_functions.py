@@ -193,13 +193,15 @@ class ChildLogs:
         self._stopped = False
         self._closed = threading.Event()
         self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
-        self._thread = threading.Thread(target=self._flush_loop, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first line: quiet steps pay nothing
 
     def feed(self, stream: str, data: bytes) -> None:
         with self._lock:
             lines = self._splitters[stream].feed(data)
             self._add(stream, lines)
+            if lines and self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(target=self._flush_loop, daemon=True)
+                self._thread.start()
 
     def _add(self, stream: str, lines: list[str]) -> None:
         now = round(time.time(), 6)
@@ -224,7 +226,8 @@ class ChildLogs:
 
     def close(self) -> list[list[Any]]:
         self._closed.set()
-        self._thread.join(1.0)
+        if self._thread is not None:
+            self._thread.join(1.0)
         with self._lock:
             for stream, splitter in self._splitters.items():
                 self._add(stream, splitter.close())
@@ -313,19 +316,32 @@ def zygote_main(control_fd: int) -> int:
     sys.path[:] = [p for p in sys.path if not p.startswith("/flow/agent")]
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control.send(encode_message({"t": "loaded", "ok": True}))
+    spare = fork_spare(fn, control)
     while True:
+        # A request for a child: hand over the one forked ahead, then fork the next one.
         try:
-            data, fds, _, _ = socket.recv_fds(control, 4096, 1)
+            data = control.recv(4096)
         except OSError:
             return 0
         if not data:
             return 0
-        if not fds:
-            continue
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            run_child(fn, socket.socket(fileno=fds[0]))
-        os.close(fds[0])
-        with contextlib.suppress(OSError):
-            control.send(encode_message({"t": "forked", "pid": pid}))
+        pid, agent_end = spare
+        try:
+            socket.send_fds(control, [encode_message({"t": "forked", "pid": pid})], [agent_end.fileno()])
+        except OSError:
+            return 0
+        finally:
+            agent_end.close()
+        spare = fork_spare(fn, control)
+
+
+def fork_spare(fn: Any, control: socket.socket) -> tuple[int, socket.socket]:
+    """A child forked ahead of its task: it waits on its end of a fresh socket pair for the task."""
+    agent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        agent_end.close()
+        run_child(fn, child_end)
+    child_end.close()
+    return pid, agent_end

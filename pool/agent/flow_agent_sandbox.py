@@ -141,31 +141,38 @@ def read_task_file(path: str, limit_bytes: int) -> FileRead:
     return FileRead(data.decode(errors="replace"), None)
 
 
-def _status(pid: str) -> tuple[set[int], str]:
-    """The uids (real, effective, saved, fs) and state letter of a process; empty when gone."""
+def _status(pid: str) -> tuple[set[int], str, int]:
+    """The uids (real, effective, saved, fs), state letter and parent of a process; empty when gone."""
     uids: set[int] = set()
     state = ""
+    parent = 0
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
                 if line.startswith("State:"):
                     state = line.split()[1]
+                elif line.startswith("PPid:"):
+                    parent = int(line.split()[1])
                 elif line.startswith("Uid:"):
                     uids = {int(v) for v in line.split()[1:]}
                     break
     except (OSError, ValueError, IndexError):
-        return set(), ""
-    return uids, state
+        return set(), "", 0
+    return uids, state, parent
 
 
 def kill_task_processes(user: Optional[TaskUser], spare: Iterable[int], group: Optional[int]) -> int:
     """SIGKILL what a task left running; returns how many processes were killed.
 
+    ``spare`` are the function zygotes: they and their direct children (the children they forked
+    ahead, waiting for a task) live on. A task's own processes are never a zygote's children: the
+    task's child is killed by pid first, and what it forked is reparented to PID 1, not to the zygote.
     Repeated until a pass finds none, so a process forking while we look cannot slip through (the
     pids limit bounds the rounds).
     """
     me = os.getpid()
-    keep = {me, 1, *spare}
+    zygotes = set(spare)
+    keep = {me, 1, *zygotes}
     if user is None and me != 1:
         # An agent on a host (tests): the task's own process group is all it may touch.
         if group is not None:
@@ -178,8 +185,8 @@ def kill_task_processes(user: Optional[TaskUser], spare: Iterable[int], group: O
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) in keep:
                 continue
-            uids, state = _status(name)
-            if not uids or state in ("Z", "X"):
+            uids, state, parent = _status(name)
+            if not uids or state in ("Z", "X") or parent in zygotes:
                 continue
             if user is not None and user.uid not in uids:
                 continue

@@ -1,4 +1,7 @@
-"""``/v1/agents``: long-running containers (deploy, list, get, start, stop, delete, logs)."""
+"""``/v1/agents``: long-running containers (deploy, list, get, start, stop, delete, logs).
+
+Answers carry an agent's env names with masked values (:data:`pool.agents.ENV_MASK`), never the values.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ gateway, each a real process started as the Procfile starts it, on free loopback
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -69,6 +70,7 @@ class Stack:
     docker_host: str
     workdir: Path
     env: dict[str, str]
+    pool_token: str = ""
     procs: list[Proc] = field(default_factory=list)
 
     def spawn(self, name: str, module: str, extra: dict[str, str] | None = None) -> Proc:
@@ -93,6 +95,10 @@ class Stack:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def pool_headers(self) -> dict[str, str]:
+        """For a test that talks to a pool service directly, as the workers and the gateway do."""
+        return {"Authorization": f"Bearer {self.pool_token}"}
 
 
 def _wait_healthy(url: str, procs: list[Proc], timeout_s: float = 60) -> None:
@@ -129,6 +135,7 @@ def stack(docker_host: str, base_image: str, tmp_path_factory: pytest.TempPathFa
         except redis.ConnectionError:
             time.sleep(0.05)
     service_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    pool_token = secrets.token_urlsafe(32)  # every process of the stack gets it, as scripts/stack.sh does
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("FLOW_")
     } | {
@@ -138,6 +145,7 @@ def stack(docker_host: str, base_image: str, tmp_path_factory: pytest.TempPathFa
         "FLOW_POOL_PORT": str(pool_port),
         "FLOW_POOL__URL": f"http://127.0.0.1:{pool_port}",
         "FLOW_SERVICE_ID": service_id,
+        "FLOW_POOL_TOKEN": pool_token,
         "FLOW_WORK_DIR": str(workdir / "pool"),
         "FLOW_DOCKER_HOST": docker_host,
         "FLOW_LOG_LEVEL": "INFO",
@@ -152,6 +160,7 @@ def stack(docker_host: str, base_image: str, tmp_path_factory: pytest.TempPathFa
         docker_host=docker_host,
         workdir=workdir,
         env=env,
+        pool_token=pool_token,
     )
     try:
         pool = st.spawn("pool", "pool")

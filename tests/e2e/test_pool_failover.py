@@ -16,9 +16,10 @@ import redis
 from tests.e2e.conftest import Stack, _wait_healthy, free_port
 from tests.e2e.flowhttp import IMAGE, brief, steps_by_id, submit, wait
 
-# A pool key of its own (the pids limit) so that only the second service holds it warm.
+# A pool key of its own (the pids limit) so that only the second service holds it warm; shared across
+# workflows (scope "image", an explicit opt-in) so that the prewarm's containers serve the workflow.
 RESOURCES = {"pids": 77}
-POOL = {"min_size": 2, "max_size": 4}
+POOL = {"min_size": 2, "max_size": 4, "scope": "image"}
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def test_killed_pool_service_is_routed_around(client: httpx.Client, stack: Stack
             f"{url_b}/v1/tasks",
             json={"task_id": "prewarm", "workflow_id": "prewarm", "step_id": "s", "image": IMAGE,
                   "command": "true", "resources": RESOURCES, "pool": POOL},
+            headers=stack.pool_headers(),
             timeout=120,
         )
         assert warm.status_code == 200 and warm.json()["ok"], warm.text

@@ -14,7 +14,14 @@ from flowcore.settings import PoolSettings
 from pool.agents import AgentSpec
 from pool.app import create_app
 from pool.services import PoolServices
-from tests.pool_fixtures import client, docker_cli, pool_settings, service_containers, work_dir  # noqa: F401
+from tests.pool_fixtures import (  # noqa: F401
+    client,
+    docker_cli,
+    pool_headers,
+    pool_settings,
+    service_containers,
+    work_dir,
+)
 
 
 async def test_agent_lifecycle(client: httpx.AsyncClient, base_image: str) -> None:
@@ -86,7 +93,9 @@ async def test_restarted_pool_service_adopts_its_agents(
     try:
         app = create_app(pool_settings)
         app.state.services = second  # the routes of the restarted service, on its adopted state
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pool") as api:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://pool", headers=pool_headers(pool_settings)
+        ) as api:
             listed = {a["id"]: a for a in (await api.get("/v1/agents")).json()["agents"]}
             assert listed[survivor.id]["status"] == "running"
             assert listed[survivor.id]["container_id"] == survivor.container_id

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from flowcore.keyspace import Keyspace
 from flowcore.settings import PoolSettings
 from pool.app import create_app
-from tests.pool_fixtures import client, pool_settings, service_containers, work_dir  # noqa: F401
+from tests.pool_fixtures import client, pool_headers, pool_settings, service_containers, work_dir  # noqa: F401
 
 
 def body(image: str, **fields: object) -> dict[str, object]:
@@ -106,7 +106,9 @@ async def test_lifespan_exit_removes_containers(
 ) -> None:
     app = create_app(pool_settings)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pool") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://pool", headers=pool_headers(pool_settings)
+        ) as c:
             assert (await c.post("/v1/tasks", json=body(base_image, command="echo 1", task_id="x"))).json()[
                 "ok"
             ]

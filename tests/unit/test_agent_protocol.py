@@ -23,7 +23,6 @@ import pytest
 from pool.agent.flow_agent import decode_message, encode_message
 from pool.channel import AgentChannel, AgentListener, token_digest
 from pool.containers import AGENT_DIR
-from pool.errors import ChannelClosed
 
 STATE: dict[str, Any] = {}
 

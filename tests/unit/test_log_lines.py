@@ -7,8 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from flowcore.logstream import LogLine
 from pool.agent.flow_agent_wire import LineSplitter
 from pool.contract import task_wrapped

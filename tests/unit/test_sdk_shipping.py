@@ -19,14 +19,15 @@ from agentainer_flow import definition_of
 from examples.decorators.pipeline import SAMPLE_ORDERS, OrderPipeline
 
 REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "pool" / "agent" / "flow_agent.py"
+AGENT = REPO / "pool" / "agent" / "flow_agent_functions.py"
 
-# Loads the agent file, imports the function like Agent.load_function does, builds the agent's own
+# Loads the agent's function module, imports the function as a zygote does, builds the agent's own
 # StepContext with an in-memory state, calls the function, awaits a coroutine, prints the result.
 DRIVER = textwrap.dedent(
     """
     import asyncio, importlib.util, json, logging, sys
-    spec = importlib.util.spec_from_file_location("flow_agent", sys.argv[1])
+    sys.path.insert(0, sys.argv[1].rsplit("/", 1)[0])  # the agent's sibling modules, as in a container
+    spec = importlib.util.spec_from_file_location("flow_agent_functions", sys.argv[1])
     fa = importlib.util.module_from_spec(spec); spec.loader.exec_module(fa)
     job = json.load(sys.stdin)
 
@@ -38,10 +39,9 @@ DRIVER = textwrap.dedent(
         def append(self, k, v): self.d.setdefault(k, []).append(v); return self.d[k]
         def delete(self, k): self.d.pop(k, None)
 
-    agent = fa.Agent(sys.argv[2] + "/agent.sock", sys.argv[2] + "/modules")
     state = State(job.get("state", {}))
     try:
-        fn = agent.load_function(job["function"])
+        fn = fa.load_function(job["function"])
         value = fn(fa.StepContext(job["ctx"], {}, state, logging.getLogger("t")))
         if asyncio.iscoroutine(value):
             value = asyncio.new_event_loop().run_until_complete(value)
