@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # The SDK defines the statuses users see; the server re-exports them (it depends on the SDK, not back).
 from agentainer_flow.models import StepStatus as StepStatus
 from agentainer_flow.models import WorkflowStatus as WorkflowStatus
+from flowcore import patterns
 from flowcore.durations import DurationS
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -98,9 +99,9 @@ class ConditionLeaf(_Strict):
             if not isinstance(self.value, str):
                 raise ValueError("'matches' needs a string regular expression as value")
             try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from exc
+                patterns.check(self.value)  # the engine that will run it (RE2: linear time)
+            except patterns.PatternError as exc:
+                raise ValueError(str(exc)) from None
         if self.op in ("in", "not_in") and not isinstance(self.value, list):
             raise ValueError(f"'{self.op}' needs a list as value")
         return self

@@ -9,6 +9,7 @@ temporary directories; nothing outside them is touched even if an attack succeed
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -23,6 +24,8 @@ import redis.asyncio as aioredis
 from flowcore.keyspace import Keyspace
 from flowcore.pool_api import DispatchMode, ErrorKind
 from flowcore.settings import PoolSettings
+from pool.channel import AgentListener, token_digest
+from pool.errors import AgentStartFailed
 from pool.services import PoolServices
 from tests.pool_fixtures import make_task, nopython_image, pool, pool_settings, work_dir  # noqa: F401
 
@@ -282,3 +285,51 @@ async def test_exec_mode_runs_unprivileged_and_cleans_up(pool: PoolServices, nop
     )
     assert second.ok and second.container_id == first.container_id
     assert "left-behind" not in second.output and "sleep 60" not in second.output
+
+
+async def test_adoption_after_a_hostile_task_touches_nothing_on_the_host(
+    pool_settings: PoolSettings, base_image: str, canary: Path
+) -> None:
+    # The step plants every link it can where the old adoption deleted recursively; the restarted
+    # pool adopts the container (its agent reconnects with its token) and the canary is intact.
+    plant = (
+        f'for d in /flow/ctl /flow/task /flow/ctl/tasks "$HOME/.."; do ln -s {canary} "$d/tasks" 2>/dev/null; '
+        f'ln -s / "$d/root" 2>/dev/null; done; echo 1'
+    )
+    keep = pool_settings.model_copy(update={"keep_containers_on_shutdown": True})
+    first = await PoolServices.open(keep)
+    try:
+        planted = await first.dispatcher.execute(make_task(base_image, command=plant, mode=AGENT))
+        assert planted.ok, planted
+    finally:
+        await first.close()
+    second = await PoolServices.open(pool_settings)
+    try:
+        assert planted.pool_key in second.manager.pools
+        again = await second.dispatcher.execute(make_task(base_image, command="echo 2", mode=AGENT))
+        assert again.ok and again.container_id == planted.container_id
+    finally:
+        await second.close()
+    assert (canary / "secret").read_text().startswith("host-secret-")
+    assert sorted(p.name for p in canary.iterdir()) == ["secret"]
+
+
+async def test_a_forged_agent_without_the_token_is_refused() -> None:
+    sock_dir = Path(tempfile.mkdtemp(prefix="fl", dir="/tmp"))
+    try:
+        listener = await AgentListener.open(str(sock_dir / "pool.sock"))
+
+        async def impostor() -> None:
+            reader, writer = await asyncio.open_unix_connection(str(sock_dir / "pool.sock"))
+            writer.write(b'{"t": "hello", "v": 2, "token": "guess", "pid": 7, "busy": 0}\n')
+            await writer.drain()
+            await reader.read()  # the pool hangs up
+            writer.close()
+
+        attempt = asyncio.create_task(impostor())
+        with pytest.raises(AgentStartFailed, match="refused"):
+            await listener.accept(token_sha256=token_digest("the-real-one"), timeout_s=1.0)
+        await asyncio.wait_for(attempt, 5)
+        assert not (sock_dir / "pool.sock").exists()  # no longer listening
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
