@@ -15,7 +15,7 @@ help: ## list the targets
 bootstrap: ## Debian packages, .venv, Docker engine and base image (only what is missing)
 	scripts/bootstrap.sh
 
-up: bootstrap ## start the stack in the background (redis, engine, the Procfile under honcho)
+up: bootstrap ## start the stack in the background (redis, engine, the Procfile under scripts/supervise.py)
 	scripts/stack.sh up
 
 down: ## stop the stack, remove its containers and its redis (dockerd keeps running)

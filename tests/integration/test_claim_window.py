@@ -11,7 +11,7 @@ seconds, exactly once, and leave no job behind that workers would keep polling.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,7 @@ async def conn(redis_url: str) -> AsyncIterator[Redis]:
 @pytest.fixture
 def services(
     tmp_path: Path, redis_url: str, docker_host: str, base_image: str, test_labels: dict[str, str]
-) -> AsyncIterator[Services]:
+) -> Iterator[Services]:
     started = Services.create(tmp_path, redis_url, docker_host, test_labels)
     try:
         started.start_pool()
