@@ -69,9 +69,10 @@ class TaskPolicy:
     scope: Scope
 
 
-def never_allowed(network: str) -> str | None:
-    """Why ``network`` can never be allowed, or None."""
-    if network == "host":
+def never_allowed(network: str, policy: TaskPolicySection | None = None) -> str | None:
+    """Why ``network`` cannot be allowed under ``policy``, or None. ``host`` only by the operator's
+    explicit opt-in (``allow_host_network``, for trusted steps on a development machine)."""
+    if network == "host" and (policy is None or not policy.allow_host_network):
         return "network 'host' is never allowed: a host-network step reaches every service on the host"
     if network.startswith("container:"):
         return f"network {network!r} is never allowed: it joins another container's network namespace"
@@ -97,7 +98,7 @@ def violations(asks: Asks, policy: TaskPolicySection, *, prefix: str = "", enfor
     """
     found: list[Violation] = []
     network = asks.network
-    reason = never_allowed(network)
+    reason = never_allowed(network, policy)
     if reason is not None:
         found.append(Violation(f"{prefix}network", reason))
     elif enforce and network not in policy.allowed_networks:

@@ -99,12 +99,19 @@ class TaskPolicySection(BaseModel):
     allow_cross_workflow_reuse: bool = Field(
         True, description="Let a pool opt in to pool.scope 'image' (warm containers shared across workflows)."
     )
+    allow_host_network: bool = Field(
+        False,
+        description="Let 'host' be in allowed_networks: only for trusted steps on a development machine "
+        "(a host-network step reaches every service on loopback).",
+    )
 
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for name in value:
-            if name == "host" or name.startswith("container:"):
+            if name == "host":
+                continue  # checked with allow_host_network below
+            if name.startswith("container:"):
                 raise ValueError(f"network {name!r} can never be allowed: it shares the host's or a container's stack")
             if not re.match(NETWORK_NAME_PATTERN, name):
                 raise ValueError(f"invalid network name {name!r}")
@@ -112,6 +119,8 @@ class TaskPolicySection(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskPolicySection:
+        if "host" in self.allowed_networks and not self.allow_host_network:
+            raise ValueError("network 'host' can be allowed only with allow_host_network: it shares the host's stack")
         if not self.allow_root_tasks and 0 in _user_ids(self.default_task_user):
             raise ValueError("default_task_user is root (uid or gid 0) but allow_root_tasks is false")
         for name in ("cpu", "memory_mb", "pids"):

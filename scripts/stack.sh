@@ -62,6 +62,7 @@ EOF
 
 write_env() {
     mkdir -p "$FLOW_DIR/logs"
+    (umask 077 && : >"$STACK_ENV") # it may carry a caller's secrets (FLOW_POOL_TOKEN...)
     {
         echo "# Written by scripts/stack.sh up; read by scripts/supervise.py for every Procfile process."
         echo "FLOW_REDIS__URL=redis://127.0.0.1:$REDIS_PORT/0"
@@ -70,6 +71,10 @@ write_env() {
         echo "FLOW_POOL__URL=$POOL_URL"
         echo "FLOW_SERVICE_ID=$SERVICE_ID"
         echo "PYTHONUNBUFFERED=1"
+        # A development stack lets trusted example steps use the host's network (the URL examples
+        # fetch pages served on loopback). A production configuration leaves both unset: docs/security.md.
+        echo "FLOW_POLICY__ALLOW_HOST_NETWORK=true"
+        echo 'FLOW_POLICY__ALLOWED_NETWORKS=["none","host"]'
         [ -n "${DOCKER_API_VERSION:-}" ] && echo "DOCKER_API_VERSION=$DOCKER_API_VERSION"
         # Caller overrides last, so they win.
         env | grep -E '^FLOW_[A-Z0-9_]+=' | grep -v -E '^FLOW_(REDIS_PORT|STACK_TIMEOUT_S)=' || true

@@ -150,6 +150,9 @@ def stack(docker_host: str, base_image: str, tmp_path_factory: pytest.TempPathFa
         "FLOW_DOCKER_HOST": docker_host,
         "FLOW_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # As on a development stack (scripts/stack.sh): some example steps read the gateway on loopback.
+        "FLOW_POLICY__ALLOW_HOST_NETWORK": "true",
+        "FLOW_POLICY__ALLOWED_NETWORKS": '["none","host"]',
     }
     st = Stack(
         url=f"http://127.0.0.1:{gw_port}",

@@ -31,6 +31,17 @@ def definition(**step: Any) -> WorkflowDefinition:
 
 OPEN = TaskPolicySection(allowed_networks=["none", "etl"], allow_root_tasks=True, allow_cross_workflow_reuse=True)
 DEFAULT = TaskPolicySection()
+DEV = TaskPolicySection(allowed_networks=["none", "host"], allow_host_network=True)
+
+
+def test_host_network_only_by_the_operators_explicit_opt_in() -> None:
+    assert resolve(task(network="host"), DEV).network == "host"
+    with pytest.raises(InvalidInput, match="not allowed here"):
+        resolve(task(network="host"), TaskPolicySection(allow_host_network=True))  # opted in, not listed
+    with pytest.raises(InvalidInput, match="never allowed"):
+        resolve(task(network="host"), DEFAULT)
+    with pytest.raises(InvalidInput, match="never allowed"):
+        resolve(task(network="container:db"), DEV)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +174,7 @@ def test_key_for_without_settings_refuses_only_what_nothing_allows() -> None:
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
-        ({"allowed_networks": ["none", "host"]}, "can never be allowed"),
+        ({"allowed_networks": ["none", "host"]}, "only with allow_host_network"),
         ({"allowed_networks": ["container:db"]}, "can never be allowed"),
         ({"allowed_networks": ["bad name"]}, "invalid network name"),
         ({"default_task_user": "0"}, "allow_root_tasks"),
