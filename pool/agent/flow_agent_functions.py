@@ -33,11 +33,12 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 try:  # a package on the host (tests, the pool's imports); a sibling file in a container
     from .flow_agent_wire import (
@@ -50,6 +51,7 @@ try:  # a package on the host (tests, the pool's imports); a sibling file in a c
         encode_message,
     )
 except ImportError:  # pragma: no cover - the in-container layout
+    from flow_agent_sandbox import TaskUser  # type: ignore[no-redef,import-not-found,unused-ignore]
     from flow_agent_wire import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         LOG_FLUSH_S,
         MAX_LOG_BYTES,
@@ -62,6 +64,102 @@ except ImportError:  # pragma: no cover - the in-container layout
 
 STATE_TIMEOUT_S = 30.0
 PR_SET_DUMPABLE = 4
+ZYGOTE_START_TIMEOUT_S = 60.0
+AGENT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flow_agent.py")
+
+
+class Zygote:
+    """A process of the task's uid that imported one function's module and forks a child per task."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], control: socket.socket) -> None:
+        self.proc = proc
+        self.control = control
+        self.used_s = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(2)
+        self.control.close()
+
+    @classmethod
+    def start(cls, spec: dict[str, Any], user: Optional[TaskUser], base_env: dict[str, str]) -> Zygote:
+        """Blocking (run it in a thread): start, feed the module source, wait for ``loaded``."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        kwargs: dict[str, Any] = {}
+        if user is not None:
+            kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-u", AGENT_FILE, "--zygote", str(theirs.fileno())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+                env=base_env,
+                cwd="/",
+                start_new_session=True,
+                **kwargs,
+            )
+        finally:
+            theirs.close()
+        zygote = cls(proc, ours)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(spec).encode())
+            proc.stdin.close()
+            ours.settimeout(ZYGOTE_START_TIMEOUT_S)
+            reply = decode_message(ours.recv(65536) or b"{}")
+        except (OSError, ValueError) as exc:
+            zygote.kill()
+            raise RuntimeError(f"the function's process did not start: {exc}") from None
+        if not reply.get("ok"):
+            zygote.kill()
+            raise ImportError(str(reply.get("error") or "the function's module did not load"))
+        return zygote
+
+    async def child(self, loop: asyncio.AbstractEventLoop) -> tuple[int, socket.socket]:
+        """A child of the zygote for one task (forked ahead of time): its pid and our end of its socket."""
+        self.used_s = time.monotonic()
+        self.control.setblocking(False)
+        self.control.send(b'{"t":"fork"}')  # a few bytes into an idle socket's buffer: never blocks
+        received: asyncio.Future[tuple[bytes, list[int]]] = loop.create_future()
+        fd = self.control.fileno()
+
+        def readable() -> None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.control, 4096, 1)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                data, fds = b"", []
+                if not received.done():
+                    received.set_exception(exc)
+            loop.remove_reader(fd)
+            if not received.done():
+                received.set_result((data, fds))
+
+        loop.add_reader(fd, readable)
+        try:
+            data, fds = await asyncio.wait_for(received, 10.0)
+        finally:
+            loop.remove_reader(fd)
+        reply = decode_message(data or b"{}")
+        pid = reply.get("pid")
+        if not fds:
+            raise RuntimeError("the function's process gave no child")
+        sock = socket.socket(fileno=fds[0])
+        for extra in fds[1:]:
+            os.close(extra)
+        if not isinstance(pid, int) or pid <= 0:
+            sock.close()
+            raise RuntimeError("the function's process gave no child")
+        return pid, sock
 
 
 def load_function(spec: dict[str, Any]) -> Any:
