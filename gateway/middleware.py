@@ -17,9 +17,10 @@ from typing import Protocol
 from urllib.parse import quote
 
 from starlette.requests import cookie_parser
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowcore.errors import BodyTooLarge, FlowError
+from flowcore.bodycap import call_with_body_cap
+from flowcore.errors import FlowError
 
 # The dashboard's login page, logout (it checks the session itself) and static assets are public too.
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/openapi.json", "/ui/login", "/ui/logout"})
@@ -144,27 +145,5 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await _json_error(send, 413, "body_too_large", f"request body exceeds {self.max_bytes} bytes")
                 return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(f"request body exceeds {self.max_bytes} bytes")
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await _json_error(send, 413, "body_too_large", f"request body exceeds {self.max_bytes} bytes")
+        await call_with_body_cap(self.app, scope, receive, send, max_bytes=self.max_bytes, refuse=_json_error)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import hmac
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowcore.errors import BodyTooLarge
+from flowcore.bodycap import call_with_body_cap
 
 PUBLIC = frozenset({("GET", "/healthz"), ("HEAD", "/healthz")})
 JSON_TYPES = frozenset({b"application/json"})
@@ -72,36 +72,10 @@ class PoolGuard:
         if length.isdigit() and int(length) > self.max_body_bytes:
             await refuse(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
             return
-        await self._limited(scope, receive, send)
+        await call_with_body_cap(self.app, scope, receive, send, max_bytes=self.max_body_bytes, refuse=refuse)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         scheme, _, presented = headers.get(b"authorization", b"").partition(b" ")
         if scheme.lower() != b"bearer":
             return False
         return hmac.compare_digest(presented.strip(), self._token)
-
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app, answering 413 when a body without a (truthful) length grows past the cap."""
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge(f"request body exceeds {self.max_body_bytes} bytes")
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await refuse(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
