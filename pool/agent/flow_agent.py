@@ -203,6 +203,7 @@ class Runner:
         self.cancelled = False
         self.timed_out = False
         self.cancel_event = asyncio.Event()
+        self.killed: Optional[int] = None  # processes killed by the clean-up, once it has run
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -235,7 +236,9 @@ class Runner:
         finally:
             self.agent.busy -= 1
         # Whatever the task started goes now, before its files are read and before the next task.
-        result["killed"] = self.agent.clean_up(user, self.pid)
+        if self.killed is None:  # a command cleans up as it ends (its pipes need it); the rest here
+            self.killed = self.agent.clean_up(user, self.pid)
+        result["killed"] = self.killed
         if task_dir is not None:
             limit = int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
             output = sandbox.read_task_file(task_dir.output, limit)
@@ -260,7 +263,9 @@ class Runner:
     def prepare(self, user: Optional[sandbox.TaskUser]) -> sandbox.TaskDir:
         self.agent.task_seq += 1
         name = f"{self.agent.task_seq}-{hashlib.sha1(self.task_id.encode()).hexdigest()[:10]}"
-        payload = json.dumps(self.message.get("input"), separators=(",", ":")).encode()
+        # A function's input travels once, in its ctx; its input.json holds the same document.
+        value = self.message["input"] if "input" in self.message else (self.message.get("ctx") or {}).get("input")
+        payload = json.dumps(value, separators=(",", ":")).encode()
         return sandbox.make_task_dir(self.agent.task_root, name, payload, user)
 
     def env(self, task_dir: sandbox.TaskDir) -> dict[str, str]:
@@ -341,7 +346,7 @@ class Runner:
             # Pipes held open by background processes close when clean_up kills them.
             await asyncio.wait(eofs, timeout=0.2)
         finally:
-            self.agent.clean_up(user, proc.pid)
+            self.killed = self.agent.clean_up(user, proc.pid)
             await asyncio.wait(eofs, timeout=2.0)
             for pipe, _ in pipes:
                 loop.remove_reader(pipe.fileno())

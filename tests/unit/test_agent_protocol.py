@@ -197,6 +197,10 @@ def not_json(ctx):
 def slow(ctx):
     import time
     time.sleep(30)
+
+def reads_file(ctx):
+    import json, os
+    return json.load(open(os.environ["FLOW_INPUT_PATH"]))
 """
 
 
@@ -237,6 +241,12 @@ async def test_function_with_state(agent: tuple[AgentChannel, Any, Path]) -> Non
     assert STATE["wf-1"] == {"count": 2, "last": "s", "seen": [4]}
     again = await channel.run(function_run(root, "f2", "async_handler", {"x": 21}), "wf-1")
     assert again["output"] == 42
+
+
+async def test_a_function_finds_its_input_in_the_input_file_too(agent: tuple[AgentChannel, Any, Path]) -> None:
+    channel, _, root = agent
+    result = await channel.run(function_run(root, "in1", "reads_file", {"x": [1, 2]}), "wf")
+    assert result["output"] == {"x": [1, 2]}
 
 
 async def test_function_errors(agent: tuple[AgentChannel, Any, Path]) -> None:
