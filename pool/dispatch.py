@@ -18,7 +18,6 @@ or an exhausted pool with ``on_exhausted="error"`` raise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pool.records import ContainerRecorder
 from pool.runtime import LABEL_STEP, LABEL_TASK, LABEL_WORKFLOW, ContainerSpec
 from pool.tasklogs import LogShipper, TaskLog
 
+LOST_VERDICT_S = 3.0  # how long a lost container is watched for the engine's OOM verdict
 
 @dataclass
 class Running:
@@ -246,10 +246,19 @@ class Dispatcher:
         """The container died under a task: OOM, a cancel, or lost (retriable)."""
         if running.cancelled:
             return contract.RawOutcome(exit_code=None, cancelled=True)
-        with contextlib.suppress(FlowError):
-            state = await self.runtime.inspect(container.container_id)
+        # The engine records an OOM kill a moment after the process died: ask until the container
+        # has stopped (or the flag is set), for at most LOST_VERDICT_S.
+        deadline = time.monotonic() + LOST_VERDICT_S
+        while True:
+            try:
+                state = await self.runtime.inspect(container.container_id)
+            except FlowError:
+                break
             if state.oom_killed:
                 return contract.RawOutcome(exit_code=137, oom=True)
+            if not state.running or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
         return contract.RawOutcome(exit_code=None, lost=container.lost_reason or reason)
 
     async def _run_exec(

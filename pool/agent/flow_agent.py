@@ -315,6 +315,7 @@ class Runner:
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return {"exit_code": 127, "stdout": "", "log_tail": f"cannot start {argv[:1]}: {exc}\n"}
         self.pid = proc.pid
+        sandbox.first_to_go_on_oom(proc.pid)
         exited = watch_exit(loop, proc.pid)
         assert proc.stdout is not None and proc.stderr is not None
 

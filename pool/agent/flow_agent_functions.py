@@ -41,6 +41,7 @@ import traceback
 from typing import Any, Optional
 
 try:  # a package on the host (tests, the pool's imports); a sibling file in a container
+    from .flow_agent_sandbox import TaskUser, first_to_go_on_oom
     from .flow_agent_wire import (
         LOG_FLUSH_S,
         MAX_LOG_BYTES,
@@ -51,7 +52,10 @@ try:  # a package on the host (tests, the pool's imports); a sibling file in a c
         encode_message,
     )
 except ImportError:  # pragma: no cover - the in-container layout
-    from flow_agent_sandbox import TaskUser  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from flow_agent_sandbox import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+        TaskUser,
+        first_to_go_on_oom,
+    )
     from flow_agent_wire import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         LOG_FLUSH_S,
         MAX_LOG_BYTES,
@@ -108,6 +112,7 @@ class Zygote:
             )
         finally:
             theirs.close()
+        first_to_go_on_oom(proc.pid)  # its children (the tasks) inherit the score
         zygote = cls(proc, ours)
         try:
             assert proc.stdin is not None

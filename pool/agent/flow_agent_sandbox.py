@@ -12,6 +12,7 @@ container, with a handful of capabilities; see docs/security.md).
   (an agent run by hand on a host, as the unit tests do).
 - :func:`read_task_file` reads what a task wrote without trusting it: no links followed, regular
   files only (a named pipe cannot block the agent), bounded size.
+- :func:`first_to_go_on_oom` makes task processes, not the agent, the memory limit's victims.
 - :func:`scrub` removes what the task's uid left in the container's shared scratch places.
 """
 
@@ -139,6 +140,18 @@ def read_task_file(path: str, limit_bytes: int) -> FileRead:
     if not data.strip():
         return FileRead(None, None)
     return FileRead(data.decode(errors="replace"), None)
+
+
+def first_to_go_on_oom(pid: int) -> None:
+    """Make a task's process the kernel's first choice when the container runs out of memory.
+
+    Raising a score needs no capability. The agent keeps its own score, so an allocation-hungry
+    task is killed (and reported ``oom``) rather than the agent (which would lose the channel).
+    Children inherit the score.
+    """
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/oom_score_adj", "w") as handle:
+            handle.write("1000")
 
 
 def _status(pid: str) -> tuple[set[int], str, int]:

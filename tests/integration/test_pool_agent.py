@@ -33,6 +33,10 @@ def fail(ctx):
 def forever(ctx):
     import time
     time.sleep(60)
+
+def oom_score(ctx):
+    with open("/proc/self/oom_score_adj") as handle:
+        return int(handle.read())
 """
 
 
@@ -109,6 +113,22 @@ async def test_oom_in_agent_mode(pool: PoolServices, base_image: str) -> None:
     )
     assert result.error is not None and result.error.kind == ErrorKind.OOM, result
     assert "out of memory" in result.error.message
+
+
+async def test_the_memory_limit_picks_the_task_not_the_agent(pool: PoolServices, base_image: str) -> None:
+    """A task's processes carry the highest OOM score, the agent its own: the task is the victim.
+
+    Were the agent killed instead, the channel would close and the task would be reported lost
+    (and retried) instead of ``oom``: what a busy CI machine once showed.
+    """
+    raw = await pool.dispatcher.execute(
+        make_task(base_image, command="cat /proc/self/oom_score_adj", mode=AGENT)
+    )
+    assert raw.ok and raw.output == 1000, raw
+    agent = await pool.dispatcher.execute(make_task(base_image, command="cat /proc/1/oom_score_adj", mode=AGENT))
+    assert agent.ok and agent.output == 0, agent
+    function = await pool.dispatcher.execute(make_task(base_image, function=fn("oom_score"), mode=AGENT))
+    assert function.ok and function.output == 1000, function
 
 
 async def test_function_steps_with_state_from_a_network_none_container(
