@@ -149,9 +149,8 @@ def first_to_go_on_oom(pid: int) -> None:
     task is killed (and reported ``oom``) rather than the agent (which would lose the channel).
     Children inherit the score.
     """
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/oom_score_adj", "w") as handle:
-            handle.write("1000")
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/oom_score_adj", "w") as handle:
+        handle.write("1000")
 
 
 def _status(pid: str) -> tuple[set[int], str, int]:
