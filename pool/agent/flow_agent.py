@@ -400,12 +400,12 @@ class Runner:
         done: asyncio.Future[dict[str, Any]] = loop.create_future()
         pump = asyncio.ensure_future(self._child_messages(reader, writer, logs, done))
         cancel_wait = asyncio.ensure_future(self.cancel_event.wait())
-        waiters: set[asyncio.Future[Any]] = {done, cancel_wait}
+        waiters: set[asyncio.Future[Any]] = {done, cancel_wait, pump}
         try:
             finished, _ = await asyncio.wait(
                 waiters, timeout=self.message.get("timeout_s"), return_when=asyncio.FIRST_COMPLETED
             )
-            if done not in finished and not self.cancelled:
+            if not finished and not self.cancelled:
                 self.timed_out = True
         finally:
             cancel_wait.cancel()
@@ -455,10 +455,7 @@ class Runner:
                         done.set_result(message)
                     return
         except (ConnectionError, ValueError, OSError):
-            pass
-        finally:
-            if not done.done():
-                self.cancel_event.set()  # EOF without an answer: stop waiting
+            pass  # EOF or garbage without an answer: the pump ends, which ends the wait
 
 
 class Agent:

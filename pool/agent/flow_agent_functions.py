@@ -238,7 +238,7 @@ class StepContext:
         self.workflow_id: str = data.get("workflow_id", "")
         self.step_id: str = data.get("step_id", "")
         self.task_id: str = data.get("task_id", "")
-        self.index: int = int(data.get("index", 0))
+        self.index: int = int(data.get("index") or 0)
         self.attempt: int = int(data.get("attempt", 1))
         self.input: Any = data.get("input")
         self.traceparent: str | None = data.get("traceparent")

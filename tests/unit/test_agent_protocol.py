@@ -201,6 +201,13 @@ def slow(ctx):
 def reads_file(ctx):
     import json, os
     return json.load(open(os.environ["FLOW_INPUT_PATH"]))
+
+def vanishes(ctx):
+    import os
+    os._exit(3)
+
+def where_am_i(ctx):
+    return ctx.index
 """
 
 
@@ -257,6 +264,14 @@ async def test_function_errors(agent: tuple[AgentChannel, Any, Path]) -> None:
     assert "not JSON" in bad["output_error"]
     missing = await channel.run(function_run(root, "e3", "nope", None), "wf")
     assert missing["error"].startswith("AttributeError")
+    # A child that dies without an answer is reported as such, at once (not as a timeout).
+    gone = await channel.run(function_run(root, "e4", "vanishes", None, timeout_s=30), "wf")
+    assert gone["error"] == "the function's process died without an answer", gone
+    assert gone["timed_out"] is False and gone["cancelled"] is False
+    # A step outside a map has no index: the context says 0.
+    plain = function_run(root, "e5", "where_am_i", None)
+    plain["ctx"]["index"] = None
+    assert (await channel.run(plain, "wf"))["output"] == 0
 
 
 async def test_function_timeout_kills_only_its_child(agent: tuple[AgentChannel, subprocess.Popen[bytes], Path]) -> None:
