@@ -19,8 +19,13 @@ def main() -> None:
         redis_options=redisconn.credentials(settings.redis),
     )
     try:
+        # No access-log line per task (a step's cost): tasks are in the records, traces and metrics.
         uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
         )
     finally:
         tracing.shutdown()  # flush the last spans

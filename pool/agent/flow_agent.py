@@ -204,6 +204,7 @@ class Runner:
         self.timed_out = False
         self.cancel_event = asyncio.Event()
         self.killed: Optional[int] = None  # processes killed by the clean-up, once it has run
+        self.zygote: Optional[Zygote] = None  # a function's, asked for its next child after the task
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -245,7 +246,6 @@ class Runner:
             state = sandbox.read_task_file(task_dir.state, limit)
             result["output_file"], result["state_file"] = output.text, state.text
             result["file_error"] = output.error or state.error
-            sandbox.remove_task_dir(task_dir)
         if self.agent.scrub_shared:
             sandbox.scrub(user)
         self.agent.runners.pop(self.task_id, None)
@@ -257,16 +257,21 @@ class Runner:
         )
         result["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.session.send(result)
+        # Off the task's time, before the next message is read: its files go, the next directory
+        # is made.
+        self.agent.make_dir_ahead(task_dir, user)
+        if self.zygote is not None:
+            self.zygote.replenish()
         if self.agent.peak_resettable:
             self.agent.loop.call_soon(reset_peak_rss)
 
     def prepare(self, user: Optional[sandbox.TaskUser]) -> sandbox.TaskDir:
-        self.agent.task_seq += 1
-        name = f"{self.agent.task_seq}-{hashlib.sha1(self.task_id.encode()).hexdigest()[:10]}"
         # A function's input travels once, in its ctx; its input.json holds the same document.
         value = self.message["input"] if "input" in self.message else (self.message.get("ctx") or {}).get("input")
         payload = json.dumps(value, separators=(",", ":")).encode()
-        return sandbox.make_task_dir(self.agent.task_root, name, payload, user)
+        task_dir = self.agent.take_dir(user)
+        sandbox.write_input(task_dir, payload)
+        return task_dir
 
     def env(self, task_dir: sandbox.TaskDir) -> dict[str, str]:
         env = dict(self.agent.base_env)
@@ -377,6 +382,7 @@ class Runner:
             zygote = await self.agent.zygote_for(spec, user)
         except Exception as exc:  # the module did not import: the step's error
             return {"exit_code": 1, "error": str(exc) if isinstance(exc, ImportError) else repr(exc)}
+        self.zygote = zygote
         try:
             self.pid, ours = await zygote.child(loop)
         except Exception as exc:
@@ -467,6 +473,7 @@ class Agent:
         self.runners: dict[str, Runner] = {}
         self.busy = 0
         self.task_seq = 0
+        self.dir_ahead: Optional[tuple[sandbox.TaskDir, Optional[sandbox.TaskUser]]] = None
         self.zygotes: dict[tuple[str, str, str, Any], Zygote] = {}
         self.peak_resettable = False  # whether /proc/self/clear_refs can reset the RSS high-water mark
         # Only a container's agent (PID 1) owns /tmp and friends; an agent run by hand does not.
@@ -487,8 +494,36 @@ class Agent:
             oldest = min(self.zygotes, key=lambda k: self.zygotes[k].used_s)
             self.zygotes.pop(oldest).kill()
         zygote = await self.loop.run_in_executor(None, Zygote.start, spec, user, self.base_env)
+        zygote.watch(self.loop)
         self.zygotes[key] = zygote
         return zygote
+
+    def take_dir(self, user: Optional[sandbox.TaskUser]) -> sandbox.TaskDir:
+        """The directory made ahead for ``user`` when it is untouched; else a new one."""
+        ahead, self.dir_ahead = self.dir_ahead, None
+        if ahead is not None:
+            if ahead[1] == user and sandbox.is_untouched(ahead[0], user):
+                return ahead[0]
+            sandbox.remove_task_dir(ahead[0])
+        return sandbox.make_empty_task_dir(self.task_root, self.next_dir_name(), user)
+
+    def make_dir_ahead(self, used: Optional[sandbox.TaskDir], user: Optional[sandbox.TaskUser]) -> None:
+        """The next task's directory: the one just used when it recycles cleanly, else a new one."""
+        if used is not None and self.dir_ahead is None and not self.runners and sandbox.recycle_task_dir(used, user):
+            self.dir_ahead = (used, user)
+            return
+        if used is not None:
+            sandbox.remove_task_dir(used)
+        if self.dir_ahead is not None or self.runners:
+            return
+        try:
+            self.dir_ahead = (sandbox.make_empty_task_dir(self.task_root, self.next_dir_name(), user), user)
+        except OSError:
+            self.dir_ahead = None
+
+    def next_dir_name(self) -> str:
+        self.task_seq += 1
+        return f"t{self.task_seq}"
 
     def clean_up(self, user: Optional[sandbox.TaskUser], group: Optional[int]) -> int:
         spare = [z.proc.pid for z in self.zygotes.values() if z.alive]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import importlib.util
 import json
@@ -79,17 +80,63 @@ class Zygote:
         self.proc = proc
         self.control = control
         self.used_s = time.monotonic()
+        # The zygote forks a child ahead and hands it over unasked: the agent holds it until a task.
+        self._spare: Optional[tuple[int, socket.socket]] = None
+        self._waiter: Optional[asyncio.Future[tuple[int, socket.socket]]] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._asked = False  # the first child comes unasked; then one per request
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        self._unwatch()
+        if self._spare is not None:
+            self._spare[1].close()
+            self._spare = None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             self.proc.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(2)
         self.control.close()
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Receive the children the zygote hands over, as they come (call once, on the loop)."""
+        self._loop = loop
+        self.control.setblocking(False)
+        loop.add_reader(self.control.fileno(), self._readable)
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.control.fileno())
+            self._loop = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(RuntimeError("the function's process is gone"))
+
+    def _readable(self) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, 4096, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the zygote died
+            for fd in fds:
+                os.close(fd)
+            self._unwatch()
+            return
+        self._asked = False
+        child = _handed_over(data, fds)
+        if child is None:
+            return
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(child)
+        elif self._spare is None:
+            self._spare = child
+        else:  # never asked for: not ours to keep
+            child[1].close()
 
     @classmethod
     def start(cls, spec: dict[str, Any], user: Optional[TaskUser], base_env: dict[str, str]) -> Zygote:
@@ -131,40 +178,42 @@ class Zygote:
     async def child(self, loop: asyncio.AbstractEventLoop) -> tuple[int, socket.socket]:
         """A child of the zygote for one task (forked ahead of time): its pid and our end of its socket."""
         self.used_s = time.monotonic()
-        self.control.setblocking(False)
-        self.control.send(b'{"t":"fork"}')  # a few bytes into an idle socket's buffer: never blocks
-        received: asyncio.Future[tuple[bytes, list[int]]] = loop.create_future()
-        fd = self.control.fileno()
-
-        def readable() -> None:
-            try:
-                data, fds, _, _ = socket.recv_fds(self.control, 4096, 1)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                data, fds = b"", []
-                if not received.done():
-                    received.set_exception(exc)
-            loop.remove_reader(fd)
-            if not received.done():
-                received.set_result((data, fds))
-
-        loop.add_reader(fd, readable)
+        if self._loop is None:
+            raise RuntimeError("the function's process is gone")
+        if self._spare is not None:
+            child, self._spare = self._spare, None
+            self.replenish()  # the next one forks while this one works
+            return child
+        self._waiter = loop.create_future()
+        self.replenish()
         try:
-            data, fds = await asyncio.wait_for(received, 10.0)
+            return await asyncio.wait_for(self._waiter, 10.0)
         finally:
-            loop.remove_reader(fd)
-        reply = decode_message(data or b"{}")
-        pid = reply.get("pid")
-        if not fds:
-            raise RuntimeError("the function's process gave no child")
-        sock = socket.socket(fileno=fds[0])
-        for extra in fds[1:]:
-            os.close(extra)
-        if not isinstance(pid, int) or pid <= 0:
-            sock.close()
-            raise RuntimeError("the function's process gave no child")
-        return pid, sock
+            self._waiter = None
+
+    def replenish(self) -> None:
+        """Ask the zygote for the next child, unless one is held or asked for."""
+        if self._loop is None or self._spare is not None or self._asked:
+            return
+        self._asked = True
+        with contextlib.suppress(OSError):
+            self.control.send(b'{"t":"fork"}')  # a few bytes into an idle socket: never blocks
+
+
+def _handed_over(data: bytes, fds: list[int]) -> Optional[tuple[int, socket.socket]]:
+    """A ``forked`` message of the zygote: the child's pid and our end of its socket."""
+    try:
+        pid = decode_message(data).get("pid")
+    except ValueError:
+        pid = None
+    if not fds:
+        return None
+    for extra in fds[1:]:
+        os.close(extra)
+    if not isinstance(pid, int) or pid <= 0:
+        os.close(fds[0])
+        return None
+    return pid, socket.socket(fileno=fds[0])
 
 
 def load_function(spec: dict[str, Any]) -> Any:
@@ -339,13 +388,21 @@ class ChildLogs:
 
 
 def run_child(fn: Any, sock: socket.socket) -> None:
-    """The forked child: one task, then ``os._exit``."""
+    """The forked child: one task, then ``os._exit``.
+
+    Everything that does not depend on the task (its channel, log sinks, the step logger) is made
+    while the child waits, forked ahead: the task pays only for its own work. The child never
+    collects garbage (it lives for one task; the zygote froze what it inherited), so it does not
+    touch, and copy, the zygote's pages for nothing.
+    """
+    gc.disable()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     channel = ChildChannel(sock)
     code = 0
     try:
+        prepared = Prepared(channel)
         task = channel.receive()
-        result = call(fn, task, channel)
+        result = call(fn, task, channel, prepared)
         channel.send(result)
     except BaseException:  # the agent sees EOF without a result: the task failed
         code = 70
@@ -355,21 +412,30 @@ def run_child(fn: Any, sock: socket.socket) -> None:
     os._exit(code)
 
 
-def call(fn: Any, task: dict[str, Any], channel: ChildChannel) -> dict[str, Any]:
-    tail = Tail()
-    logs = ChildLogs(channel)
-    sink = _TextSink(tail, logs, "stdout")  # type: ignore[arg-type]
-    err_sink = _TextSink(tail, logs, "stderr")  # type: ignore[arg-type]
-    handler = logging.StreamHandler(err_sink)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("flow.step")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
+class Prepared:
+    """What a child sets up before its task arrives."""
+
+    def __init__(self, channel: ChildChannel) -> None:
+        self.tail = Tail()
+        self.logs = ChildLogs(channel)
+        self.sink = _TextSink(self.tail, self.logs, "stdout")  # type: ignore[arg-type]
+        self.err_sink = _TextSink(self.tail, self.logs, "stderr")  # type: ignore[arg-type]
+        handler = logging.StreamHandler(self.err_sink)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.logger = logging.getLogger("flow.step")
+        self.logger.handlers[:] = [handler]
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.state = StepState(channel)
+
+
+def call(fn: Any, task: dict[str, Any], channel: ChildChannel, prepared: Optional[Prepared] = None) -> dict[str, Any]:
+    ready = prepared if prepared is not None else Prepared(channel)
+    tail, logs, sink, err_sink = ready.tail, ready.logs, ready.sink, ready.err_sink
     env = {str(k): str(v) for k, v in (task.get("env") or {}).items()}
     os.environ.clear()
     os.environ.update(env)
-    ctx = StepContext(task.get("ctx") or {}, env, StepState(channel), logger)
+    ctx = StepContext(task.get("ctx") or {}, env, ready.state, ready.logger)
     result: dict[str, Any]
     sys.stdout, sys.stderr = sink, err_sink
     try:
@@ -418,24 +484,24 @@ def zygote_main(control_fd: int) -> int:
     # The agent's directory is not the step's business once its module is loaded.
     sys.path[:] = [p for p in sys.path if not p.startswith("/flow/agent")]
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    gc.collect()
+    gc.freeze()  # what the module made stays put: children do not scan (and copy) it
     control.send(encode_message({"t": "loaded", "ok": True}))
-    spare = fork_spare(fn, control)
     while True:
-        # A request for a child: hand over the one forked ahead, then fork the next one.
-        try:
-            data = control.recv(4096)
-        except OSError:
-            return 0
-        if not data:
-            return 0
-        pid, agent_end = spare
+        # Fork a child ahead and hand it over; the next one when the agent has taken it.
+        pid, agent_end = fork_spare(fn, control)
         try:
             socket.send_fds(control, [encode_message({"t": "forked", "pid": pid})], [agent_end.fileno()])
         except OSError:
             return 0
         finally:
             agent_end.close()
-        spare = fork_spare(fn, control)
+        try:
+            data = control.recv(4096)
+        except OSError:
+            return 0
+        if not data:
+            return 0
 
 
 def fork_spare(fn: Any, control: socket.socket) -> tuple[int, socket.socket]:

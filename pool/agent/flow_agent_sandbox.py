@@ -74,16 +74,50 @@ class TaskDir(NamedTuple):
 
 def make_task_dir(root: str, name: str, input_json: bytes, user: Optional[TaskUser]) -> TaskDir:
     """Create the task's directory (see the module docstring for who owns what)."""
-    os.makedirs(root, mode=0o755, exist_ok=True)
-    task = TaskDir(os.path.join(root, name))
-    os.mkdir(task.path, 0o755)
-    os.chmod(task.path, 0o755)  # whatever the umask
+    task = make_empty_task_dir(root, name, user)
+    write_input(task, input_json)
+    return task
+
+
+def write_input(task: TaskDir, input_json: bytes) -> None:
+    """The task's ``input.json``: a new file of the agent's, never one that was already there."""
     fd = os.open(task.input, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, input_json)
         os.fchmod(fd, 0o644)
     finally:
         os.close(fd)
+
+
+def is_untouched(task: TaskDir, user: Optional[TaskUser]) -> bool:
+    """A directory made ahead is as it was made: no input yet, empty files and directories, owners right.
+
+    Made ahead after the previous task's processes were killed, it should be; if anything is off
+    (a process of the uid that escaped the clean-up wrote there), the agent makes a new one.
+    """
+    uid = user.uid if user is not None else os.geteuid()
+    try:
+        if os.path.lexists(task.input):
+            return False
+        for path in (task.output, task.state):
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != 0 or info.st_uid != uid or info.st_nlink != 1:
+                return False
+        for path in (task.work, task.tmp):
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or os.listdir(path):
+                return False
+        return len(os.listdir(task.path)) == 4
+    except OSError:
+        return False
+
+
+def make_empty_task_dir(root: str, name: str, user: Optional[TaskUser]) -> TaskDir:
+    """A task's directory without its ``input.json`` (made ahead of the task, or for it)."""
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    task = TaskDir(os.path.join(root, name))
+    os.mkdir(task.path, 0o755)
+    os.chmod(task.path, 0o755)  # whatever the umask
     for path in (task.output, task.state):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -96,6 +130,42 @@ def make_task_dir(root: str, name: str, input_json: bytes, user: Optional[TaskUs
         if user is not None:
             os.chown(path, user.uid, user.gid)
     return task
+
+
+def recycle_task_dir(task: TaskDir, user: Optional[TaskUser]) -> bool:
+    """Make a finished task's directory ready for the next task; False when it must be rebuilt.
+
+    Called after the task's processes were killed and its files read. Only a directory left as it
+    was made is kept (no input, ``output.json``/``state.json`` still single-link regular files of
+    the uid, emptied; ``work/`` and ``tmp/`` empty): anything else (links, pipes, extra entries,
+    files in ``work/``) is removed and made anew, which costs a few syscalls more.
+    """
+    uid = user.uid if user is not None else os.geteuid()
+    try:
+        os.unlink(task.input)
+        if sorted(os.listdir(task.path)) != ["output.json", "state.json", "tmp", "work"]:
+            return False
+        for path in (task.output, task.state):
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != uid:
+                    return False
+                if info.st_size:
+                    os.ftruncate(fd, 0)
+                if stat.S_IMODE(info.st_mode) != 0o600:
+                    os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        for path in (task.work, task.tmp):
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or os.listdir(path):
+                return False
+            if stat.S_IMODE(info.st_mode) != 0o700:
+                os.chmod(path, 0o700)  # a directory (lstat), and no process of the task is left
+    except OSError:
+        return False
+    return True
 
 
 def remove_task_dir(task: TaskDir) -> None:

@@ -261,6 +261,43 @@ async def test_output_file_tricks_fail_the_step_without_blocking(pool: PoolServi
     assert health.ok and health.output == 2
 
 
+async def test_the_next_task_finds_a_clean_directory_whatever_the_last_one_left(
+    pool: PoolServices, base_image: str
+) -> None:
+    """Task directories are recycled between tasks (no directory churn): only a clean one is kept."""
+    plants = [
+        # Left as made, but with loosened modes and content: recycled, emptied, modes reset.
+        'chmod 666 "$FLOW_OUTPUT_PATH" "$FLOW_STATE_PATH"; chmod 777 "$HOME" "$TMPDIR"; '
+        'echo \'{"planted": 1}\' > "$FLOW_OUTPUT_PATH"; echo \'[{"op": "set", "key": "k", "value": 1}]\' > "$FLOW_STATE_PATH"; '
+        "echo 1",
+        # Files in work/ and tmp/, a second link to the output file: a new directory.
+        'echo secret > "$HOME/left"; echo secret > "$TMPDIR/left"; ln "$FLOW_OUTPUT_PATH" /tmp/kept; echo 2',
+    ]
+    report = (
+        'd=$(dirname "$FLOW_OUTPUT_PATH"); '
+        'printf \'{"entries": "%s", "work": "%s", "tmp": "%s", "out": "%s", "modes": "%s", "kept": "%s"}\' '
+        '"$(ls -A "$d" | tr "\\n" " ")" "$(ls -A "$HOME")" "$(ls -A "$TMPDIR")" '
+        '"$(cat "$FLOW_OUTPUT_PATH" "$FLOW_STATE_PATH")" '
+        '"$(stat -c %a "$FLOW_OUTPUT_PATH" "$FLOW_STATE_PATH" "$HOME" "$TMPDIR" | tr "\\n" " ")" '
+        '"$(ls -A /tmp)"'
+    )
+    first = None
+    for plant in plants:
+        planted = await pool.dispatcher.execute(make_task(base_image, command=plant, mode=AGENT))
+        assert planted.ok, planted.error
+        first = first or planted.container_id
+        seen = await pool.dispatcher.execute(make_task(base_image, command=report, mode=AGENT))
+        assert seen.ok and seen.container_id == first, seen
+        assert seen.output == {
+            "entries": "input.json output.json state.json tmp work ",
+            "work": "",
+            "tmp": "",
+            "out": "",
+            "modes": "600 600 700 700 ",
+            "kept": "",
+        }, (plant, seen.output)
+
+
 async def test_exec_mode_runs_unprivileged_and_cleans_up(pool: PoolServices, nopython_image: str) -> None:
     first = await pool.dispatcher.execute(
         make_task(
@@ -300,7 +337,7 @@ async def test_adoption_after_a_hostile_task_touches_nothing_on_the_host(
     first = await PoolServices.open(keep)
     try:
         planted = await first.dispatcher.execute(make_task(base_image, command=plant, mode=AGENT))
-        assert planted.ok, planted
+        assert planted.ok, planted.error
     finally:
         await first.close()
     second = await PoolServices.open(pool_settings)
