@@ -44,6 +44,11 @@ class TaskRequest(_Wire):
     workdir: str | None = None
     input: Any = None
     output: Literal["json", "text"] = "json"
+    output_overflow: Literal["fail", "truncate"] = Field(
+        "fail",
+        description="When stdout goes past the pool's cap (16 MiB): fail the task, or (text output only) "
+        "keep its start and mark the result output_truncated.",
+    )
     timeout_s: float | None = Field(None, gt=0)
     resources: Resources = Field(default_factory=Resources)
     network: str = "none"
@@ -133,6 +138,9 @@ class TaskResult(_Wire):
     pool_key: str | None = None
     pool_service: str | None = None
     pool_hit: bool | None = Field(None, description="A warm container served it (None: no pool was asked).")
+    output_truncated: bool = Field(
+        False, description="The output is the start of a longer stdout (output_overflow: truncate)."
+    )
     timings: TaskTimings = Field(default_factory=TaskTimings)
     cpu_time_s: float | None = Field(
         None, ge=0, description="User + system CPU seconds of the task; None where it cannot be measured."

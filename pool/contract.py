@@ -28,9 +28,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from flowcore.pool_api import ErrorKind, StateOp, TaskError, TaskRequest
+from pool.runtime import MAX_STDOUT_BYTES
 
 LOG_TAIL_BYTES = 4096
 MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_STDOUT_MIB = MAX_STDOUT_BYTES >> 20  # the agent keeps as much (flow_agent_wire.MAX_STDOUT_BYTES)
 MAX_ENV_INPUT_BYTES = 100_000  # under Linux's 128 KiB limit of one environment string
 _STATE_OPS = TypeAdapter(list[StateOp])
 
@@ -128,6 +130,7 @@ class RawOutcome:
     function_output: Any = None
     has_function_output: bool = False
     output_error: str | None = None
+    stdout_truncated: bool = False
     cpu_time_s: float | None = None
     peak_memory_bytes: int | None = None
 
@@ -140,6 +143,7 @@ class Outcome:
     state_updates: list[StateOp] = field(default_factory=list)
     error: TaskError | None = None
     log_tail: str = ""
+    output_truncated: bool = False
 
 
 def tail(text: str, limit: int = LOG_TAIL_BYTES) -> str:
@@ -172,13 +176,27 @@ def build_outcome(request: TaskRequest, raw: RawOutcome, timeout_s: float | None
         return _fail(ErrorKind.EXIT_CODE, f"exited with code {raw.exit_code}", raw)
     if raw.output_error is not None:
         return _fail(ErrorKind.INVALID_OUTPUT, raw.output_error, raw)
+    # Never silent: stdout cut at its cap fails the step, unless a text step chose to keep the start.
+    truncated = raw.stdout_truncated and raw.output_file is None and not raw.function
+    if truncated and not (request.output == "text" and request.output_overflow == "truncate"):
+        return _fail(
+            ErrorKind.INVALID_OUTPUT,
+            f"the step's stdout went past {MAX_STDOUT_MIB} MiB and was cut, so its output is incomplete "
+            "(write less to stdout; a text step may set output_overflow: truncate to keep the start)",
+            raw,
+        )
     try:
         output = _output(request, raw)
         updates = _state_updates(raw.state_file)
     except ValueError as exc:
         return _fail(ErrorKind.INVALID_OUTPUT, str(exc), raw)
     return Outcome(
-        ok=True, exit_code=raw.exit_code, output=output, state_updates=updates, log_tail=tail(raw.log_tail)
+        ok=True,
+        exit_code=raw.exit_code,
+        output=output,
+        state_updates=updates,
+        log_tail=tail(raw.log_tail),
+        output_truncated=truncated,
     )
 
 

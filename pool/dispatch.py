@@ -233,6 +233,7 @@ class Dispatcher:
             function_output=reply.get("output"),
             has_function_output=reply.get("has_output") is True,
             output_error=_text_or_none(reply.get("output_error")) or _text_or_none(reply.get("file_error")),
+            stdout_truncated=reply.get("stdout_truncated") is True,
             output_file=_text_or_none(reply.get("output_file")),
             state_file=_text_or_none(reply.get("state_file")),
             cpu_time_s=_non_negative(reply.get("cpu_time_s")),
@@ -288,6 +289,7 @@ class Dispatcher:
             log_tail=res.combined_tail.decode(errors="replace"),
             timed_out=res.timed_out,
             cancelled=running.cancelled,
+            stdout_truncated=res.stdout_truncated,
         )
         if res.timed_out:
             container.broken = True
@@ -409,6 +411,7 @@ class Dispatcher:
             timed_out=res.timed_out,
             oom=res.oom_killed and not res.timed_out,
             cancelled=running.cancelled,
+            stdout_truncated=res.stdout_truncated,
         )
         return raw, res.container_id
 
@@ -434,6 +437,7 @@ class Dispatcher:
             state_updates=outcome.state_updates,
             error=outcome.error,
             log_tail=outcome.log_tail,
+            output_truncated=outcome.output_truncated,
             container_id=container_id,
             pooled=pooled,
             mode=mode,

@@ -12,15 +12,23 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiodocker
 import aiohttp
 
 from flowcore.errors import FlowError, ImageNotFound, NotFound, RuntimeFailure, ServiceUnavailable
-from pool.runtime import ContainerSpec, ContainerState, ContainerStats, OutputSink, ProcessResult
+from pool.runtime import (
+    MAX_STDOUT_BYTES,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    OutputSink,
+    ProcessResult,
+)
 
 TAIL_BYTES = 4096
+TAIL_LINES = 200  # of a one-shot container's log, for its tail (docker splits lines at 16 KiB)
 ATTACH_DRAIN_S = 2.0  # after a one-shot container exits, how long its attached output may still take
 
 
@@ -221,18 +229,28 @@ class DockerRuntime:
     async def run_once(
         self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None = None
     ) -> ProcessResult:
-        attached: asyncio.Task[None] | None = None
-        if on_output is None:
-            container_id = await self.start(spec)
-        else:
-            container_id = await self._create(spec)
-            attached = await self._attach(container_id, on_output)
-            try:
-                await self._start_created(container_id)
-            except BaseException:
-                if attached is not None:
-                    attached.cancel()
-                raise
+        # stdout is collected from the attached stream (bounded: a step that prints a gigabyte costs
+        # the pool MAX_STDOUT_BYTES); the container's log is read only if the stream did not drain.
+        out = bytearray()
+        cut = False
+
+        def sink(stream: Literal["stdout", "stderr"], data: bytes) -> None:
+            nonlocal cut
+            if stream == "stdout":
+                room = MAX_STDOUT_BYTES - len(out)
+                cut = cut or len(data) > room
+                out.extend(data[: max(room, 0)])
+            if on_output is not None:
+                on_output(stream, data)
+
+        container_id = await self._create(spec)
+        attached = await self._attach(container_id, sink)
+        try:
+            await self._start_created(container_id)
+        except BaseException:
+            if attached is not None:
+                attached.cancel()
+            raise
         try:
             container = self._d.containers.container(container_id)
             timed_out = False
@@ -247,22 +265,43 @@ class DockerRuntime:
             if attached is not None:
                 await asyncio.wait({attached}, timeout=ATTACH_DRAIN_S)
             state = await self.inspect(container_id)
+            if attached is not None and attached.done():
+                stdout, truncated = bytes(out), cut
+            else:
+                stdout, truncated = await self._stdout_of(container_id)
             with _translate("read container logs"):
-                stdout = "".join(await container.log(stdout=True))
-                combined = "".join(await container.log(stdout=True, stderr=True))
+                combined = "".join(await container.log(stdout=True, stderr=True, tail=str(TAIL_LINES)))
             return ProcessResult(
                 exit_code=state.exit_code if state.exit_code is not None else -1,
-                stdout=stdout.encode(),
+                stdout=stdout,
                 stderr=b"",
                 combined_tail=_tail(combined.encode()),
                 oom_killed=state.oom_killed,
                 timed_out=timed_out,
                 container_id=container_id,
+                stdout_truncated=truncated,
             )
         finally:
             if attached is not None and not attached.done():
                 attached.cancel()
             await self.remove(container_id)
+
+    async def _stdout_of(self, container_id: str) -> tuple[bytes, bool]:
+        """An exited container's stdout, at most MAX_STDOUT_BYTES of it, and whether there was more."""
+        out = bytearray()
+        with _translate("read container logs"):
+            stream = self._d.containers.container(container_id).log(stdout=True, follow=True)
+            try:
+                async for chunk in stream:
+                    data = chunk.encode()
+                    if len(out) + len(data) > MAX_STDOUT_BYTES:
+                        out.extend(data[: MAX_STDOUT_BYTES - len(out)])
+                        return bytes(out), True
+                    out.extend(data)
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+        return bytes(out), False
 
     async def exec(
         self,
@@ -280,16 +319,21 @@ class DockerRuntime:
                 list(argv), environment=dict(env), workdir=workdir, user=user or ""
             )
         out = bytearray()
-        err = bytearray()
         combined = bytearray()
+        truncated = False
 
         async def collect() -> None:
+            nonlocal truncated
             async with execution.start(detach=False) as stream:
                 while True:
                     message = await stream.read_out()
                     if message is None:
                         return
-                    (out if message.stream == 1 else err).extend(message.data)
+                    if message.stream == 1:  # stdout is kept up to its cap; stderr only in the tail
+                        room = MAX_STDOUT_BYTES - len(out)
+                        if len(message.data) > room:
+                            truncated = True
+                        out.extend(message.data[: max(room, 0)])
                     combined.extend(message.data)
                     if on_output is not None:
                         on_output("stdout" if message.stream == 1 else "stderr", bytes(message.data))
@@ -312,10 +356,11 @@ class DockerRuntime:
         return ProcessResult(
             exit_code=exit_code,
             stdout=bytes(out),
-            stderr=bytes(err),
+            stderr=b"",
             combined_tail=_tail(bytes(combined)),
             timed_out=timed_out,
             container_id=container_id,
+            stdout_truncated=truncated,
         )
 
     async def kill(self, container_id: str) -> None:

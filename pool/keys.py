@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from flowcore.models import PoolOptions
@@ -35,8 +36,8 @@ class PoolKey:
     user: str = "65534:65534"  # uid:gid of the task processes (the agent itself runs as root)
     read_only_root: bool = True
 
-    @property
-    def hash(self) -> str:
+    @cached_property
+    def hash(self) -> str:  # per task on the hot path: computed once per key
         canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

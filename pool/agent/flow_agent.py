@@ -400,6 +400,7 @@ class Runner:
                     "ctx": self.message.get("ctx") or {},
                     "env": self.env(task_dir),
                     "cwd": self.message.get("cwd") or task_dir.work,
+                    "max_output_bytes": int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES),
                 }
             )
         )

@@ -68,6 +68,7 @@ except ImportError:  # pragma: no cover - the in-container layout
     )
 
 STATE_TIMEOUT_S = 30.0
+DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 PR_SET_DUMPABLE = 4
 ZYGOTE_START_TIMEOUT_S = 60.0
 AGENT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flow_agent.py")
@@ -445,12 +446,20 @@ def call(fn: Any, task: dict[str, Any], channel: ChildChannel, prepared: Optiona
         value = fn(ctx)
         if asyncio.iscoroutine(value):
             value = asyncio.new_event_loop().run_until_complete(value)
+        limit = int(task.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
         try:
-            json.dumps(value, allow_nan=False)
+            size = len(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:
             result = {"exit_code": 0, "output_error": f"function returned a value that is not JSON: {exc}"}
         else:
-            result = {"exit_code": 0, "output": value, "has_output": True}
+            if size > limit:
+                result = {
+                    "exit_code": 0,
+                    "output_error": f"function returned {size} bytes of JSON, larger than the limit of {limit} "
+                    "bytes (keep large results elsewhere and return a reference)",
+                }
+            else:
+                result = {"exit_code": 0, "output": value, "has_output": True}
     except BaseException as exc:
         traceback.print_exc(file=err_sink)
         result = {"exit_code": 1, "error": f"{type(exc).__name__}: {exc}"}

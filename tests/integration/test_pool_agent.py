@@ -119,10 +119,12 @@ async def test_the_memory_limit_picks_the_task_not_the_agent(pool: PoolServices,
     """A task's processes carry the highest OOM score, the agent its own: the task is the victim.
 
     Were the agent killed instead, the channel would close and the task would be reported lost
-    (and retried) instead of ``oom``: what a busy CI machine once showed.
+    (and retried) instead of ``oom``: what a busy CI machine once showed. The agent raises the score
+    right after the exec (a window of microseconds, before any program has allocated much): the
+    command reads it after a pause.
     """
     raw = await pool.dispatcher.execute(
-        make_task(base_image, command="cat /proc/self/oom_score_adj", mode=AGENT)
+        make_task(base_image, command="sleep 0.2; cat /proc/self/oom_score_adj", mode=AGENT)
     )
     assert raw.ok and raw.output == 1000, raw
     agent = await pool.dispatcher.execute(make_task(base_image, command="cat /proc/1/oom_score_adj", mode=AGENT))

@@ -1,0 +1,56 @@
+"""Oversized outputs and log floods on the real engine, in every dispatch mode (issue 12, items 7-8).
+
+A step's stdout is kept up to 16 MiB by whoever reads it (the agent, ``docker exec``, a one-shot
+container's log): past it the step fails with the reason, or, for a text step that chose
+``output_overflow: truncate``, completes with the start of it marked ``output_truncated``. A flood of
+log lines never costs the container: it answers the next task.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported from tests.pool_fixtures are parameters here)
+
+from __future__ import annotations
+
+import pytest
+
+from flowcore.pool_api import DispatchMode, ErrorKind
+from pool.runtime import MAX_STDOUT_BYTES
+from pool.services import PoolServices
+from tests.pool_fixtures import make_task, nopython_image, pool, pool_settings, work_dir  # noqa: F401
+
+FLOOD_MB = 20
+FLOOD = f"head -c {FLOOD_MB * 1024 * 1024} /dev/zero | tr '\\0' 'a'"
+
+
+@pytest.mark.parametrize("mode", [DispatchMode.AGENT, DispatchMode.EXEC, DispatchMode.COLD])
+async def test_stdout_past_the_cap_fails_or_is_marked_never_silent(
+    pool: PoolServices, base_image: str, nopython_image: str, mode: DispatchMode
+) -> None:
+    # exec and cold of an image without python3 go through docker exec / the container's own log.
+    image = base_image if mode == DispatchMode.AGENT else nopython_image
+    failed = await pool.dispatcher.execute(make_task(image, command=FLOOD, mode=mode, output="text", timeout_s=120))
+    assert not failed.ok and failed.error is not None, failed.error
+    assert failed.error.kind == ErrorKind.INVALID_OUTPUT and "went past 16 MiB" in failed.error.message
+    kept = await pool.dispatcher.execute(
+        make_task(image, command=FLOOD, mode=mode, output="text", output_overflow="truncate", timeout_s=120)
+    )
+    assert kept.ok, kept.error
+    assert kept.output_truncated and isinstance(kept.output, str) and len(kept.output) == MAX_STDOUT_BYTES
+    small = await pool.dispatcher.execute(make_task(image, command="echo 5", mode=mode))
+    assert small.ok and small.output == 5 and not small.output_truncated
+
+
+async def test_a_log_flood_is_capped_and_the_container_serves_on(pool: PoolServices, base_image: str) -> None:
+    flood = f"head -c {64 * 1024 * 1024} /dev/zero | tr '\\0' 'a' | fold -w 200 >&2; echo 7"
+    result = await pool.dispatcher.execute(make_task(base_image, command=flood, mode=DispatchMode.AGENT, timeout_s=120))
+    assert result.ok and result.output == 7, result.error
+    again = await pool.dispatcher.execute(make_task(base_image, command="echo 8", mode=DispatchMode.AGENT))
+    assert again.ok and again.output == 8 and again.container_id == result.container_id
+
+
+async def test_a_function_result_past_the_cap_fails_with_the_reason(pool: PoolServices, base_image: str) -> None:
+    source = "def big(ctx):\n    return 'x' * (17 * 1024 * 1024)\n"
+    result = await pool.dispatcher.execute(
+        make_task(base_image, function={"module": "m", "qualname": "big", "source": source}, mode=DispatchMode.AGENT)
+    )
+    assert not result.ok and result.error is not None
+    assert result.error.kind == ErrorKind.INVALID_OUTPUT and "larger than the limit" in result.error.message
