@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -128,11 +129,39 @@ class DecisionCase(_Strict):
 
 
 class FunctionRef(_Strict):
-    """A Python-function step: ``module`` imported inside the container, ``qualname`` called."""
+    """A Python-function step: ``module`` imported inside the container, ``qualname`` called.
+
+    This is also what the pool receives per task (:class:`flowcore.pool_api.TaskRequest`), with the
+    module's ``source`` always inline there.
+    """
 
     module: str = Field(min_length=1)
     qualname: str = Field(min_length=1)
     source: str | None = Field(None, description="Module source shipped with the definition.")
+
+
+MODULE_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
+MAX_MODULES = 64
+MAX_MODULE_SOURCE_CHARS = 4 * 1024 * 1024  # under the pool's request limit, which gets it inline per task
+
+
+class StepFunction(FunctionRef):
+    """The ``function`` of a step: the module's ``source`` inline, or ``source_ref``, the key of the
+    definition's ``modules`` entry that holds it (shipped once for all the steps that share it)."""
+
+    source_ref: str | None = Field(
+        None, pattern=MODULE_KEY_PATTERN, description="Key of the definition's `modules` entry holding the source."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StepFunction:
+        if self.source is not None and self.source_ref is not None:
+            raise ValueError("a function has either source or source_ref, not both")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, f"<{len(value)} chars>" if name == "source" and isinstance(value, str) else value
 
 
 class _StepBase(_Strict):
@@ -141,7 +170,7 @@ class _StepBase(_Strict):
     depends_on: list[str] = Field(default_factory=list)
     image: str | None = Field(None, min_length=1, max_length=512)
     command: list[str] | str | None = None
-    function: FunctionRef | None = None
+    function: StepFunction | None = None
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
     input: Any = Field(None, description="Literal JSON; {'$path': 'steps.a.output'} values are resolved.")
@@ -261,6 +290,30 @@ Step = Annotated[
 ]
 
 
+def task_function(function: StepFunction | None, modules: Mapping[str, str]) -> FunctionRef | None:
+    """What the pool gets for a step's ``function``: the module source inline, taken from the
+    definition's ``modules`` when the step refers to it (``source_ref``).
+
+    The pool's task API receives the source with every task (``TaskRequest.function.source``); a
+    definition ships it once. Pure, and cheap (one lookup): call it per task with the definition's
+    ``modules``. A validated :class:`WorkflowDefinition` has every referenced key; a missing one is a
+    ``KeyError`` naming it.
+    """
+    if function is None:
+        return None
+    source = function.source
+    if function.source_ref is not None:
+        try:
+            source = modules[function.source_ref]
+        except KeyError:
+            raise KeyError(f"module {function.source_ref!r} is not in the definition's modules") from None
+    return FunctionRef(module=function.module, qualname=function.qualname, source=source)
+
+
+ModuleKey = Annotated[str, Field(pattern=MODULE_KEY_PATTERN)]
+ModuleSource = Annotated[str, Field(min_length=1, max_length=MAX_MODULE_SOURCE_CHARS)]
+
+
 class WorkflowConfig(_Strict):
     max_parallel: int = Field(10, ge=1, le=1000, description="Tasks (containers) running at once.")
     timeout_s: DurationS | None = Field(None, alias="timeout", gt=0, le=30 * 86400)
@@ -276,6 +329,14 @@ class WorkflowDefinition(_Strict):
     steps: list[Step] = Field(default_factory=list, max_length=10_000)
     input: Any = None
     labels: dict[str, str] = Field(default_factory=dict)
+    modules: dict[ModuleKey, ModuleSource] = Field(
+        default_factory=dict,
+        max_length=MAX_MODULES,
+        description=(
+            "Module sources shipped once for the definition, by key; a function step names its module's"
+            " key in function.source_ref. Every entry must be referenced."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -288,6 +349,31 @@ class WorkflowDefinition(_Strict):
                 for s in data["steps"]
             ]
         return data
+
+    @model_validator(mode="after")
+    def _module_refs(self) -> WorkflowDefinition:
+        used: set[str] = set()
+        for index, step in enumerate(self.steps):
+            ref = step.function.source_ref if step.function is not None else None
+            if ref is None:
+                continue
+            if ref not in self.modules:
+                known = ", ".join(sorted(self.modules)) or "none"
+                raise ValueError(
+                    f"steps[{index}].function.source_ref: step {step.id!r} refers to module {ref!r}, which is"
+                    f" not in the definition's modules (known: {known})"
+                )
+            used.add(ref)
+        unused = sorted(set(self.modules) - used)
+        if unused:
+            raise ValueError(f"modules.{unused[0]}: no step's function.source_ref refers to it")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
+        yield "name", self.name
+        yield "steps", len(self.steps)
+        if self.modules:
+            yield "modules", {key: f"<{len(source)} chars>" for key, source in self.modules.items()}
 
     def step(self, step_id: str) -> Any:
         for s in self.steps:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowcore import paths
-from flowcore.models import MapStep, ParallelStep, ReduceStep
+from flowcore.models import MapStep, ParallelStep, ReduceStep, task_function
 from flowcore.pool_api import DispatchMode, TaskRequest
 from flowcore.records import Snapshot, TaskRecord
 
@@ -90,7 +90,7 @@ def task_request(snap: Snapshot, task: TaskRecord, deps: frozenset[str]) -> Task
         attempt=task.attempt,
         image=step.image,
         command=step.command,
-        function=step.function,
+        function=task_function(step.function, snap.definition.modules),
         env=dict(step.env),
         workdir=step.workdir,
         input=input_document(snap, task, deps),

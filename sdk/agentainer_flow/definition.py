@@ -4,7 +4,8 @@
 subclasses overriding their bases), resolves every reference to a step id, orders the steps by their
 effective dependencies and rejects unknown names and cycles with a :class:`ValidationError` naming
 them. :func:`definition_of` turns the plan into the definition, with a generated module for the
-Python-function steps (:mod:`agentainer_flow.shipping`). The local runner executes the same plan.
+Python-function steps (:mod:`agentainer_flow.shipping`), shipped once in its ``modules`` table. The
+local runner executes the same plan.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from agentainer_flow.branching import _Control, branch, condition_paths, decision
 from agentainer_flow.decorators import STEP_ATTR, StepSpec, WorkflowSpec, workflow_spec
 from agentainer_flow.errors import ValidationError
-from agentainer_flow.shipping import function_refs
+from agentainer_flow.shipping import ship
 
 
 @dataclass
@@ -194,7 +195,7 @@ def definition_of(obj: Any, input_data: Any = None) -> dict[str, Any]:
     """The full definition of a decorated workflow class or instance, ready for ``POST /v1/workflows``."""
     p = plan(obj)
     wf = p.spec
-    functions = function_refs(
+    modules, functions = ship(
         p.cls, {s.id: s.method for s in p.steps if s.spec is not None and s.spec.command is None and s.method}
     )
     config = {"max_parallel": wf.max_parallel, "timeout": wf.timeout, "failure_strategy": wf.failure_strategy}
@@ -209,4 +210,6 @@ def definition_of(obj: Any, input_data: Any = None) -> dict[str, Any]:
         definition["labels"] = wf.labels
     if input_data is not None:
         definition["input"] = input_data
+    if modules:
+        definition["modules"] = modules
     return definition

@@ -2,12 +2,14 @@
 
 Response models are tolerant readers (``extra="allow"``): a field the server adds later is kept as an
 attribute instead of breaking older clients. Times are timezone-aware ``datetime`` values; durations
-are seconds (``duration_s``).
+are seconds (``duration_s``). ``repr()`` of a run's models is one short line (ids, status, counts),
+never its definition, outputs or logs.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Self
 
@@ -77,6 +79,21 @@ class _Reader(BaseModel):
             ) from exc
 
 
+ReprArgs = Iterator[tuple[str, Any]]
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _present(**fields: Any) -> ReprArgs:
+    """The fields worth a repr: the ones that are set, enums as their values."""
+    for name, value in fields.items():
+        if value is None:
+            continue
+        yield name, value.value if isinstance(value, enum.Enum) else value
+
+
 class Task(_Reader):
     """One container run of a step (a map step has one per item)."""
 
@@ -96,6 +113,11 @@ class Task(_Reader):
     exec_ms: float | None = None
     cpu_time_s: float | None = None  # user + system CPU seconds; None where not measured
     peak_memory_bytes: int | None = None  # peak resident memory
+
+    def __repr_args__(self) -> ReprArgs:
+        error = _short(error_text(self.error)) if self.error else None
+        yield from _present(index=self.index, status=self.status, attempt=self.attempt,
+                            duration_s=self.duration_s, exit_code=self.exit_code, error=error)
 
 
 class Step(_Reader):
@@ -122,6 +144,11 @@ class Step(_Reader):
     def log_tail(self) -> str:
         """The log tails of the step's tasks, in item order."""
         return "".join(t.log_tail for t in self.tasks if t.log_tail)
+
+    def __repr_args__(self) -> ReprArgs:
+        error = _short(error_text(self.error)) if self.error else None
+        yield from _present(id=self.id, type=self.type, status=self.status, attempts=self.attempts,
+                            duration_s=self.duration_s, tasks=len(self.tasks) or None, error=error)
 
 
 class Workflow(_Reader):
@@ -162,6 +189,12 @@ class Workflow(_Reader):
             if s.status == StepStatus.FAILED:
                 out[s.id] = error_text(s.error) or "failed"
         return out
+
+    def __repr_args__(self) -> ReprArgs:
+        error = _short(error_text(self.error)) if self.error else None
+        steps = len(self.steps) or self.step_count or None
+        yield from _present(id=self.id, name=self.name, status=self.status, duration_s=self.duration_s,
+                            steps=steps, error=error)
 
 
 def error_text(error: Any) -> str:

@@ -1,8 +1,10 @@
 """The self-contained module a Python-function step ships to its container.
 
 Step containers have python3 and its standard library, nothing else: not this package, not httpx,
-not pydantic. The pool's agent imports a :class:`FunctionRef`-like ``{"module", "qualname",
-"source"}`` from the definition and calls ``qualname(ctx)``. The generated ``source`` is:
+not pydantic. The definition carries the generated source once, in its ``modules`` table, and each
+step's ``function`` refers to it (``{"module", "qualname", "source_ref"}``, see :func:`ship`); the
+pool's agent gets ``{"module", "qualname", "source"}`` with each task, imports the module from that
+source and calls ``qualname(ctx)``. The generated source is:
 
 1. the ``from __future__`` imports of the user's module (they must come first);
 2. a stdlib-only stub: when ``agentainer_flow`` cannot be imported it registers a stand-in package in
@@ -255,10 +257,15 @@ def generate_source(cls: type, steps: dict[str, str]) -> str:
     )
 
 
-def function_refs(cls: type, steps: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Step id -> the ``function`` field of its definition (module, qualname, source)."""
+def ship(cls: type, steps: dict[str, str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """The definition's ``modules`` table and, per step id, its ``function`` field.
+
+    The class's module is generated once and shipped once, under its module name; every step refers
+    to it (``{"module", "qualname", "source_ref"}``), so a definition's size grows by a few dozen bytes
+    per step instead of by the whole module.
+    """
     if not steps:
-        return {}
-    source = generate_source(cls, steps)
+        return {}, {}
     module = module_name_for(cls)
-    return {sid: {"module": module, "qualname": entry_name(sid), "source": source} for sid in steps}
+    refs = {sid: {"module": module, "qualname": entry_name(sid), "source_ref": module} for sid in steps}
+    return {module: generate_source(cls, steps)}, refs

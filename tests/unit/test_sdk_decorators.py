@@ -89,8 +89,11 @@ def test_map_parallel_reduce_and_step_options() -> None:
     assert all(x["image"] == IMG for x in s.values())
     fn = s["each"]["function"]
     assert fn["qualname"] == "__flow_step_each__" and fn["module"].startswith("flowstep_")
-    assert fn["source"] == s["listing"]["function"]["source"]  # one module for the whole class
-    assert "def __flow_step_total__(" in fn["source"] and "def __flow_step_" + "shell__(" not in fn["source"]
+    modules = definition_of(Fanout())["modules"]
+    assert list(modules) == [fn["module"]] == [fn["source_ref"]]  # one module for the whole class, shipped once
+    assert s["listing"]["function"]["source_ref"] == fn["source_ref"] and "source" not in fn
+    source = modules[fn["source_ref"]]
+    assert "def __flow_step_total__(" in source and "def __flow_step_" + "shell__(" not in source
 
 
 @workflow("choices", image=IMG)

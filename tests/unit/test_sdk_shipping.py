@@ -17,6 +17,7 @@ import pytest
 
 from agentainer_flow import definition_of
 from examples.decorators.pipeline import SAMPLE_ORDERS, OrderPipeline
+from flowcore.models import WorkflowDefinition, task_function
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "pool" / "agent" / "flow_agent_functions.py"
@@ -82,7 +83,14 @@ def document(step_id: str, *, item: Any = None, items: Any = None, deps: Any = N
 
 
 def functions(obj: Any) -> dict[str, dict[str, Any]]:
-    return {s["id"]: s["function"] for s in definition_of(obj)["steps"] if "function" in s}
+    """Step id -> the ``function`` the pool's agent gets for it: the definition as the gateway parses
+    it, each step's module reference resolved as a task request resolves it."""
+    defn = WorkflowDefinition.model_validate(definition_of(obj))
+    return {
+        s.id: fn.model_dump()
+        for s in defn.steps
+        if (fn := task_function(s.function, defn.modules)) is not None
+    }
 
 
 def test_every_step_of_the_example_runs_in_a_bare_python(tmp_path: Path) -> None:
