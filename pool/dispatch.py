@@ -18,6 +18,8 @@ or an exhausted pool with ``on_exhausted="error"`` raise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -35,7 +37,10 @@ from pool.records import ContainerRecorder
 from pool.runtime import LABEL_STEP, LABEL_TASK, LABEL_WORKFLOW, ContainerSpec
 from pool.tasklogs import LogShipper, TaskLog
 
+log = logging.getLogger(__name__)
+
 LOST_VERDICT_S = 3.0  # how long a lost container is watched for the engine's OOM verdict
+SUPERSEDE_WAIT_S = 10.0  # how long a newer dispatch waits for the older execution to stop
 
 @dataclass
 class Running:
@@ -48,6 +53,8 @@ class Running:
     function: bool = False
     log: TaskLog | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: tuple[str, str, int] | None = None  # (workflow, step, index): one execution each
+    cancel_reason: str = ""
 
     def is_cancelled(self) -> bool:
         """Read anew after an await (a cancel may have come in meanwhile)."""
@@ -81,7 +88,15 @@ class Dispatcher:
         resolve_policy(request, self.settings)  # refused asks answer 422 before any container starts
         if request.task_id in self.running:
             raise Conflict(f"task {request.task_id!r} is already running", field="task_id")
-        running = Running(request.task_id, function=request.function is not None)
+        # A newer dispatch of the same task (its attempt taken over by another worker) supersedes
+        # the older execution here: it is stopped before the new one starts.
+        slot = (request.workflow_id, request.step_id, request.index)
+        for older in [r for r in self.running.values() if r.slot == slot]:
+            log.warning("task %s supersedes %s (the same task, dispatched again)", request.task_id, older.task_id)
+            await self.cancel(older.task_id, reason=f"superseded by {request.task_id}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(older.done.wait(), SUPERSEDE_WAIT_S)
+        running = Running(request.task_id, function=request.function is not None, slot=slot)
         if self.logs is not None:
             running.log = self.logs.task(request)
         self.running[request.task_id] = running
@@ -94,16 +109,19 @@ class Dispatcher:
         finally:
             self.running.pop(request.task_id, None)
             running.done.set()
+        if running.cancel_reason and result.error is not None and result.error.kind == ErrorKind.CANCELLED:
+            result.error.message = f"cancelled: {running.cancel_reason}"
         result.timings.total_ms = round((time.perf_counter() - started) * 1000, 3)
         result.pool_service = self.settings.service_id
         return result
 
-    async def cancel(self, task_id: str) -> None:
+    async def cancel(self, task_id: str, reason: str = "the task was cancelled") -> None:
         """Kill a running task; its own request answers ``cancelled``."""
         running = self.running.get(task_id)
         if running is None:
             raise NotFound(f"task {task_id!r} is not running here", field="task_id")
         running.cancelled = True
+        running.cancel_reason = reason
         container = running.container
         if container is not None:
             if container.channel is not None and not running.function:

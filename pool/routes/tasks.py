@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore.errors import InvalidInput
+from flowcore.errors import InvalidInput, NotFound
 from flowcore.pool_api import TaskRequest
 from flowcore.tracing_spans import PoolTask
+from pool.dispatch import Dispatcher
 from pool.routes import parse_body
 from pool.services import PoolServices
+
+log = logging.getLogger(__name__)
 
 
 class ResizeRequest(BaseModel):
@@ -32,13 +39,35 @@ def _services(request: Request) -> PoolServices:
 
 
 async def run_task(request: Request) -> Response:
-    """Run one task to its end; the step's own failure is a 200 with ``ok: false``."""
+    """Run one task to its end; the step's own failure is a 200 with ``ok: false``.
+
+    The caller (a worker) waits on this request for the task's end: when it goes away (killed, or
+    gave up), nobody can commit the result any more, so the task is cancelled at once instead of
+    running on beside the attempt that takes it over.
+    """
     task = await parse_body(request, TaskRequest)
+    dispatcher = _services(request).dispatcher
     with PoolTask(request.headers, task) as span:  # the step process is parented on this span
-        result = await _services(request).dispatcher.execute(task)
+        running = asyncio.ensure_future(dispatcher.execute(task))
+        watcher = asyncio.ensure_future(_cancel_when_the_caller_leaves(request, dispatcher, task.task_id))
+        try:
+            result = await asyncio.shield(running)
+        finally:
+            watcher.cancel()
         span.result(result)
     # Serialised by pydantic's core in one pass (a step's hot path), the same JSON as model_dump.
     return Response(result.model_dump_json(), media_type="application/json")
+
+
+async def _cancel_when_the_caller_leaves(request: Request, dispatcher: Dispatcher, task_id: str) -> None:
+    # The body has been read: the next ASGI message is the client's disconnect, if it comes.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            log.warning("task %s: its caller went away; cancelling it", task_id)
+            with contextlib.suppress(NotFound):
+                await dispatcher.cancel(task_id, reason="its caller went away")
+            return
 
 
 async def cancel_task(request: Request) -> Response:
