@@ -175,6 +175,11 @@ class _StepBase(_Strict):
     workdir: str | None = None
     input: Any = Field(None, description="Literal JSON; {'$path': 'steps.a.output'} values are resolved.")
     output: Literal["json", "text"] = "json"
+    output_overflow: Literal["fail", "truncate"] = Field(
+        "fail",
+        description="stdout past 16 MiB: fail the step (default), or, for text output, keep its start and "
+        "mark the task output_truncated.",
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout_s: DurationS | None = Field(None, alias="timeout", gt=0, le=7 * 86400)
     continue_on_error: bool = False

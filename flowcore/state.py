@@ -20,6 +20,7 @@ from flowcore.pool_api import StateOp
 
 DELETED = object()
 MAX_KEY_LENGTH = 512
+MAX_VALUE_BYTES = 1024 * 1024  # of JSON per key: state is for coordination, not for data
 
 
 def _check_key(key: str) -> None:
@@ -27,12 +28,28 @@ def _check_key(key: str) -> None:
         raise InvalidInput(f"state key must be 1 to {MAX_KEY_LENGTH} characters", field="key")
 
 
-def apply_state_ops(current: dict[str, Any], ops: list[StateOp]) -> dict[str, Any]:
+def _check_size(key: str, value: Any, max_value_bytes: int) -> None:
+    try:
+        size = len(json.dumps(value, allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"state value of {key!r} is not JSON: {exc}", field="value") from None
+    if size > max_value_bytes:
+        raise InvalidInput(
+            f"state value of {key!r} would be {size} bytes; the limit is {max_value_bytes} bytes per key "
+            "(keep large data elsewhere and store a reference)",
+            field="value",
+        )
+
+
+def apply_state_ops(
+    current: dict[str, Any], ops: list[StateOp], max_value_bytes: int = MAX_VALUE_BYTES
+) -> dict[str, Any]:
     """Return the keys the ops change: key -> new value, or :data:`DELETED`.
 
     ``current`` holds the decoded values of (at least) the keys the ops touch. Raises
     :class:`InvalidInput` when an op does not fit the value it meets (incrementing a string,
-    appending to an object), and nothing is applied.
+    appending to an object) or would make a value larger than ``max_value_bytes`` of JSON (an
+    ``append`` that grows a list past it included), and nothing is applied.
     """
     view = dict(current)
     changes: dict[str, Any] = {}
@@ -60,6 +77,7 @@ def apply_state_ops(current: dict[str, Any], ops: list[StateOp]) -> dict[str, An
         if new is DELETED:
             view.pop(op.key, None)
         else:
+            _check_size(op.key, new, max_value_bytes)
             view[op.key] = new
         changes[op.key] = new
     return changes
@@ -168,4 +186,4 @@ class StateStore:
                     continue
 
 
-__all__ = ["DELETED", "StateStore", "apply_state_ops", "decode_state", "encode_changes"]
+__all__ = ["DELETED", "MAX_VALUE_BYTES", "StateStore", "apply_state_ops", "decode_state", "encode_changes"]

@@ -95,6 +95,7 @@ def task_request(snap: Snapshot, task: TaskRecord, deps: frozenset[str]) -> Task
         workdir=step.workdir,
         input=input_document(snap, task, deps),
         output=step.output,
+        output_overflow=step.output_overflow,
         timeout_s=step.timeout_s,
         resources=step.resources,
         network=step.network,

@@ -54,3 +54,34 @@ async def test_a_function_result_past_the_cap_fails_with_the_reason(pool: PoolSe
     )
     assert not result.ok and result.error is not None
     assert result.error.kind == ErrorKind.INVALID_OUTPUT and "larger than the limit" in result.error.message
+
+
+async def test_a_state_value_past_the_limit_is_refused_to_step_code(
+    pool: PoolServices, base_image: str, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    from flowcore.keyspace import Keyspace
+
+    client = aioredis.from_url(redis_url)
+    try:
+        await client.hset(Keyspace("flow").workflow("wf-state-cap"), mapping={"status": "running"})
+        source = (
+            "def hoard(ctx):\n"
+            "    ctx.state.set('small', 1)\n"
+            "    ctx.state.set('big', 'x' * (2 * 1024 * 1024))\n"
+        )
+        result = await pool.dispatcher.execute(
+            make_task(
+                base_image,
+                workflow_id="wf-state-cap",
+                function={"module": "m", "qualname": "hoard", "source": source},
+                mode=DispatchMode.AGENT,
+            )
+        )
+        assert not result.ok and result.error is not None and result.error.kind == ErrorKind.FUNCTION_ERROR
+        assert "the limit is 1048576 bytes per key" in result.error.message
+        assert await client.hget(Keyspace("flow").state("wf-state-cap"), "big") is None
+        assert await client.hget(Keyspace("flow").state("wf-state-cap"), "small") == b"1"
+    finally:
+        await client.aclose()
