@@ -44,6 +44,12 @@ class TaskRequest(_Wire):
     workdir: str | None = None
     input: Any = None
     output: Literal["json", "text"] = "json"
+    execution_key: str | None = Field(
+        None,
+        max_length=600,
+        description="One execution at a time per key on a pool service: a newer dispatch with the same key "
+        "stops the older execution first (the engine sends workflow/step/index).",
+    )
     output_overflow: Literal["fail", "truncate"] = Field(
         "fail",
         description="When stdout goes past the pool's cap (16 MiB): fail the task, or (text output only) "

@@ -96,6 +96,7 @@ def task_request(snap: Snapshot, task: TaskRecord, deps: frozenset[str]) -> Task
         input=input_document(snap, task, deps),
         output=step.output,
         output_overflow=step.output_overflow,
+        execution_key=f"{snap.wf_id}/{step.id}/{task.index}",
         timeout_s=step.timeout_s,
         resources=step.resources,
         network=step.network,

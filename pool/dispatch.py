@@ -53,7 +53,7 @@ class Running:
     function: bool = False
     log: TaskLog | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    slot: tuple[str, str, int] | None = None  # (workflow, step, index): one execution each
+    slot: str | None = None  # the request's execution_key: one execution each
     cancel_reason: str = ""
 
     def is_cancelled(self) -> bool:
@@ -90,8 +90,8 @@ class Dispatcher:
             raise Conflict(f"task {request.task_id!r} is already running", field="task_id")
         # A newer dispatch of the same task (its attempt taken over by another worker) supersedes
         # the older execution here: it is stopped before the new one starts.
-        slot = (request.workflow_id, request.step_id, request.index)
-        for older in [r for r in self.running.values() if r.slot == slot]:
+        slot = request.execution_key
+        for older in [r for r in self.running.values() if slot is not None and r.slot == slot]:
             log.warning("task %s supersedes %s (the same task, dispatched again)", request.task_id, older.task_id)
             await self.cancel(older.task_id, reason=f"superseded by {request.task_id}")
             with contextlib.suppress(TimeoutError):

@@ -81,17 +81,20 @@ async def test_a_task_whose_caller_went_away_is_stopped(pool_settings: PoolSetti
 
 
 async def test_a_newer_dispatch_of_the_same_task_stops_the_older(pool: PoolServices, base_image: str) -> None:
-    older = make_task(base_image, command="sleep 60; echo 1", mode=AGENT, workflow_id="wf-take", step_id="s", index=3)
+    key = "wf-take/s/3"  # what the engine sends: workflow/step/index
+    older = make_task(base_image, command="sleep 60; echo 1", mode=AGENT, workflow_id="wf-take", execution_key=key)
     first = asyncio.create_task(pool.dispatcher.execute(older))
     await wait_until(lambda: older.task_id in pool.dispatcher.running)
-    newer = make_task(base_image, command="echo 2", mode=AGENT, workflow_id="wf-take", step_id="s", index=3)
-    other_item = make_task(base_image, command="sleep 1; echo 3", mode=AGENT, workflow_id="wf-take", step_id="s",
-                           index=4)
+    newer = make_task(base_image, command="echo 2", mode=AGENT, workflow_id="wf-take", execution_key=key)
+    other_item = make_task(base_image, command="sleep 1; echo 3", mode=AGENT, workflow_id="wf-take",
+                           execution_key="wf-take/s/4")
+    no_key = make_task(base_image, command="sleep 1; echo 4", mode=AGENT, workflow_id="wf-take")
     third = asyncio.create_task(pool.dispatcher.execute(other_item))
+    fourth = asyncio.create_task(pool.dispatcher.execute(no_key))
     result = await pool.dispatcher.execute(newer)
     assert result.ok and result.output == 2
     stopped = await asyncio.wait_for(first, 30)
     assert not stopped.ok and stopped.error is not None and stopped.error.kind == ErrorKind.CANCELLED
     assert stopped.error.message == f"cancelled: superseded by {newer.task_id}"
-    # Another item of the same step is another task: it runs to its end.
-    assert (await third).output == 3
+    # Another item of the same step is another task, and a task without a key is nobody's: they run on.
+    assert (await third).output == 3 and (await fourth).output == 4
