@@ -397,6 +397,7 @@ class Runner:
             encode_message(
                 {
                     "t": "task",
+                    "qualname": str(spec.get("qualname")),
                     "ctx": self.message.get("ctx") or {},
                     "env": self.env(task_dir),
                     "cwd": self.message.get("cwd") or task_dir.work,
@@ -475,7 +476,7 @@ class Agent:
         self.busy = 0
         self.task_seq = 0
         self.dir_ahead: Optional[tuple[sandbox.TaskDir, Optional[sandbox.TaskUser]]] = None
-        self.zygotes: dict[tuple[str, str, str, Any], Zygote] = {}
+        self.zygotes: dict[tuple[str, str, Any], Zygote] = {}
         self.peak_resettable = False  # whether /proc/self/clear_refs can reset the RSS high-water mark
         # Only a container's agent (PID 1) owns /tmp and friends; an agent run by hand does not.
         self.scrub_shared = os.getpid() == 1
@@ -485,7 +486,7 @@ class Agent:
     async def zygote_for(self, spec: dict[str, Any], user: Optional[sandbox.TaskUser]) -> Zygote:
         source = spec.get("source")
         digest = hashlib.sha256(source.encode()).hexdigest()[:16] if isinstance(source, str) else ""
-        key = (str(spec.get("module")), str(spec.get("qualname")), digest, user)
+        key = (str(spec.get("module")), digest, user)  # one zygote per module: its steps share it
         zygote = self.zygotes.get(key)
         if zygote is not None and zygote.alive:
             return zygote

@@ -217,31 +217,38 @@ def _handed_over(data: bytes, fds: list[int]) -> Optional[tuple[int, socket.sock
     return pid, socket.socket(fileno=fds[0])
 
 
-def load_function(spec: dict[str, Any]) -> Any:
-    """Import ``spec["module"]`` (from its shipped ``source`` when there is one) and return the
-    callable at ``spec["qualname"]``."""
+def load_module(spec: dict[str, Any]) -> Any:
+    """Import ``spec["module"]``, from its shipped ``source`` when there is one."""
     module_name = str(spec.get("module"))
-    qualname = str(spec.get("qualname"))
     source = spec.get("source")
-    if source:
-        filename = f"<flow step module {module_name}>"
-        code = compile(source, filename, "exec")
-        # Tracebacks show the lines of the shipped source.
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        mod_spec = importlib.util.spec_from_loader(module_name, loader=None)
-        assert mod_spec is not None
-        module = importlib.util.module_from_spec(mod_spec)
-        module.__file__ = filename
-        sys.modules[module_name] = module
-        exec(code, module.__dict__)  # the step's own code, in its own process
-    else:
-        module = importlib.import_module(module_name)
+    if not source:
+        return importlib.import_module(module_name)
+    filename = f"<flow step module {module_name}>"
+    code = compile(source, filename, "exec")
+    # Tracebacks show the lines of the shipped source.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    mod_spec = importlib.util.spec_from_loader(module_name, loader=None)
+    assert mod_spec is not None
+    module = importlib.util.module_from_spec(mod_spec)
+    module.__file__ = filename
+    sys.modules[module_name] = module
+    exec(code, module.__dict__)  # the step's own code, in its own process
+    return module
+
+
+def find_function(module: Any, qualname: str) -> Any:
+    """The callable at ``qualname`` in ``module``."""
     target: Any = module
     for part in qualname.split("."):
         target = getattr(target, part)
     if not callable(target):
-        raise TypeError(f"{module_name}.{qualname} is not callable")
+        raise TypeError(f"{module.__name__}.{qualname} is not callable")
     return target
+
+
+def load_function(spec: dict[str, Any]) -> Any:
+    """Import ``spec["module"]`` and return the callable at ``spec["qualname"]``."""
+    return find_function(load_module(spec), str(spec.get("qualname")))
 
 
 def not_dumpable() -> None:
@@ -388,7 +395,7 @@ class ChildLogs:
         return batch
 
 
-def run_child(fn: Any, sock: socket.socket) -> None:
+def run_child(module: Any, sock: socket.socket) -> None:
     """The forked child: one task, then ``os._exit``.
 
     Everything that does not depend on the task (its channel, log sinks, the step logger) is made
@@ -403,7 +410,7 @@ def run_child(fn: Any, sock: socket.socket) -> None:
     try:
         prepared = Prepared(channel)
         task = channel.receive()
-        result = call(fn, task, channel, prepared)
+        result = call(module, task, channel, prepared)
         channel.send(result)
     except BaseException:  # the agent sees EOF without a result: the task failed
         code = 70
@@ -430,7 +437,8 @@ class Prepared:
         self.state = StepState(channel)
 
 
-def call(fn: Any, task: dict[str, Any], channel: ChildChannel, prepared: Optional[Prepared] = None) -> dict[str, Any]:
+def call(module: Any, task: dict[str, Any], channel: ChildChannel, prepared: Optional[Prepared] = None) -> dict[str, Any]:
+    """Run the task's function (``task["qualname"]`` of the zygote's module) with its ``ctx``."""
     ready = prepared if prepared is not None else Prepared(channel)
     tail, logs, sink, err_sink = ready.tail, ready.logs, ready.sink, ready.err_sink
     env = {str(k): str(v) for k, v in (task.get("env") or {}).items()}
@@ -443,7 +451,7 @@ def call(fn: Any, task: dict[str, Any], channel: ChildChannel, prepared: Optiona
         cwd = task.get("cwd")
         if cwd:
             os.chdir(cwd)
-        value = fn(ctx)
+        value = find_function(module, str(task.get("qualname")))(ctx)
         if asyncio.iscoroutine(value):
             value = asyncio.new_event_loop().run_until_complete(value)
         limit = int(task.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
@@ -485,7 +493,8 @@ def zygote_main(control_fd: int) -> int:
     control = socket.socket(fileno=control_fd)
     spec = json.loads(sys.stdin.buffer.read() or b"{}")
     try:
-        fn = load_function(spec)
+        module = load_module(spec)
+        find_function(module, str(spec.get("qualname")))  # the first task's function: an error now is the load's
     except BaseException as exc:
         control.send(encode_message({"t": "loaded", "ok": False, "error": f"{type(exc).__name__}: {exc}",
                                      "trace": traceback.format_exc()[-4000:]}))
@@ -498,7 +507,7 @@ def zygote_main(control_fd: int) -> int:
     control.send(encode_message({"t": "loaded", "ok": True}))
     while True:
         # Fork a child ahead and hand it over; the next one when the agent has taken it.
-        pid, agent_end = fork_spare(fn, control)
+        pid, agent_end = fork_spare(module, control)
         try:
             socket.send_fds(control, [encode_message({"t": "forked", "pid": pid})], [agent_end.fileno()])
         except OSError:
@@ -513,13 +522,13 @@ def zygote_main(control_fd: int) -> int:
             return 0
 
 
-def fork_spare(fn: Any, control: socket.socket) -> tuple[int, socket.socket]:
+def fork_spare(module: Any, control: socket.socket) -> tuple[int, socket.socket]:
     """A child forked ahead of its task: it waits on its end of a fresh socket pair for the task."""
     agent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
         control.close()
         agent_end.close()
-        run_child(fn, child_end)
+        run_child(module, child_end)
     child_end.close()
     return pid, agent_end

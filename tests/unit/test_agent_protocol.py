@@ -208,6 +208,14 @@ def vanishes(ctx):
 
 def where_am_i(ctx):
     return ctx.index
+
+def my_zygote(ctx):
+    import os
+    return os.getppid()
+
+def my_zygote_too(ctx):
+    import os
+    return os.getppid()
 """
 
 
@@ -272,6 +280,16 @@ async def test_function_errors(agent: tuple[AgentChannel, Any, Path]) -> None:
     plain = function_run(root, "e5", "where_am_i", None)
     plain["ctx"]["index"] = None
     assert (await channel.run(plain, "wf"))["output"] == 0
+
+
+async def test_the_functions_of_one_module_share_its_zygote(agent: tuple[AgentChannel, Any, Path]) -> None:
+    """The module is imported once (a 200-step SDK workflow is one module): each task's child comes
+    from the same zygote, whichever function of the module it calls."""
+    channel, _, root = agent
+    first = await channel.run(function_run(root, "z1", "my_zygote", None), "wf")
+    second = await channel.run(function_run(root, "z2", "my_zygote_too", None), "wf")
+    third = await channel.run(function_run(root, "z3", "my_zygote", None), "wf")
+    assert first["output"] == second["output"] == third["output"] and isinstance(first["output"], int)
 
 
 async def test_function_timeout_kills_only_its_child(agent: tuple[AgentChannel, subprocess.Popen[bytes], Path]) -> None:
