@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE_PACKAGES := flowcore gateway workers pool scheduler sdk/agentainer_flow
 
-.PHONY: help bootstrap up down status demo screenshot test test-unit test-integration test-e2e lint bench loadtest clean
+.PHONY: help bootstrap up down status demo screenshot test test-unit test-integration test-e2e lint bench chaos loadtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -49,8 +49,12 @@ lint: bootstrap ## ruff, then mypy --strict on the source packages (both run; fa
 	$(VENV)/bin/mypy $(SOURCE_PACKAGES) || rc=1; \
 	exit $$rc
 
-bench: up ## start the stack if needed, measure the hot path side by side, write BENCHMARKS.md
-	$(PY) -m bench
+bench: up ## start the stack if needed, measure it side by side with Celery and cold containers, write BENCHMARKS.md (BENCH_ARGS=--help)
+	$(PY) -c 'import celery' 2>/dev/null || $(VENV)/bin/pip install -q --progress-bar off -e '.[bench]'
+	$(PY) -m bench $${BENCH_ARGS:-}
+
+chaos: bootstrap ## kill and restart every process of a private stack under load; count stuck, lost, duplicated, leaked (writes BENCHMARKS.md)
+	$(PY) -m chaos $${CHAOS_ARGS:-}
 
 loadtest: up ## start the stack if needed, run the locust scenarios, check the counts, update BENCHMARKS.md
 	$(PY) -m loadtests.run --time $${LOADTEST_TIME:-20s}

@@ -1,8 +1,14 @@
-"""``python -m bench``: measure a running stack side by side and write BENCHMARKS.md.
+"""``python -m bench``: measure a running stack side by side with its peers and write BENCHMARKS.md.
 
-Everything is measured in this one run on this machine: cold vs warm dispatch, the 40-step chain
-and the 200-item map in both modes, and the arq hop. Goals are printed next to the figures; nothing
-here fails when a goal is missed.
+In one run on this machine: the 40-step chain (ours in agent mode, Celery's 40-task chain, a cold
+``docker run --rm`` loop), maps of 100 / 1,000 / 10,000 items, 1, 5 and 20 concurrent chains, 500
+concurrent two-step workflows, a 200-step SDK workflow, idle CPU, dispatch latency; each with CPU per
+task per process (``/proc/PID/stat`` before and after). Celery and its redis-server are started here
+(``pip install -e '.[bench]'``). Goals are printed as ratios next to the figures; nothing fails when a
+goal is missed, and a scenario that outlives its cap is cancelled and reported as such.
+
+``make bench`` runs it against the development stack; ``python -m bench.stack up`` starts a private
+one on other ports and prints the arguments that point this at it.
 """
 
 from __future__ import annotations
@@ -10,165 +16,220 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
+import signal
+import subprocess
+import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
-import httpx
 from pydantic import SecretStr
 
-from bench.measure import IMAGE, RunResult, chain, fan_map, pct, run_workflow, summary
+from bench import dispatch as dispatch_mod
+from bench import peers, procs, report, scenarios, workflows
+from bench.runner import Watcher
 from bench.sections import keep_others
 from flowcore import pooltoken
 
-# The pool token (FLOW_POOL_TOKEN, else the stack's .flow/pool.token), set by main(): the pool API
-# answers 401 without it.
-POOL_HEADERS: dict[str, str] = {}
+
+def ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
-def dispatch_latency_ms(pool_url: str, mode: str, n: int, function: bool = False) -> list[float]:
-    """Round-trip of one trivial task through the pool service's /v1/tasks, as a worker makes it."""
-    out: list[float] = []
-    tag = uuid.uuid4().hex[:6]
-    with httpx.Client(base_url=pool_url, timeout=120, headers=POOL_HEADERS) as pool:
-        for i in range(n + 2):  # the first two warm the pool (and are not counted)
-            body: dict[str, object] = {
-                "task_id": f"bench-{tag}-{mode}-{i}",
-                "workflow_id": f"bench-{tag}",
-                "step_id": "s",
-                "image": IMAGE,
-                "mode": mode,
-                "input": {"i": i},
-            }
-            if function:
-                body["function"] = {
-                    "module": "bench_fn",
-                    "qualname": "run",
-                    "source": "def run(ctx):\n    return {'i': ctx.input['i']}\n",
-                }
-            else:
-                body["command"] = "true"  # a trivial command: what is measured is the dispatch
-            if mode != "cold":
-                body["pool"] = {"min_size": 1, "max_size": 2}
-            started = time.perf_counter()
-            r = pool.post("/v1/tasks", json=body)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            r.raise_for_status()
-            if not r.json()["ok"]:
-                raise RuntimeError(f"bench task failed: {r.json()}")
-            if i >= 2:
-                out.append(elapsed_ms)
-    return out
+def parse_args() -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default=env("FLOW_URL", "http://127.0.0.1:8081"))
+    p.add_argument("--pool-url", default=env("FLOW_POOL__URL", "http://127.0.0.1:8090"))
+    p.add_argument("--redis-url", default=env("FLOW_REDIS__URL", "redis://127.0.0.1:6390/0"),
+                   help="the stack's Redis (its port finds the redis-server whose CPU is counted)")
+    p.add_argument("--token", default=env("FLOW_TOKEN", "default-token"))
+    p.add_argument("--pool-token-file", default=env("FLOW_POOL_TOKEN_FILE", ".flow/pool.token"))
+    p.add_argument("--supervisor-pidfile", default=".flow/supervise.pid",
+                   help="scripts/supervise.py of the stack: its children are the processes measured")
+    p.add_argument("--service-id", default=env("FLOW_SERVICE_ID", "pool-1"), help="the pool's, labels its containers")
+    p.add_argument("--docker-host", default=None, help="default: DOCKER_HOST, else .flow/docker_host")
+    p.add_argument("--chain", type=int, default=40)
+    p.add_argument("--chain-repeat", type=int, default=3)
+    p.add_argument("--map-sizes", type=ints, default=[100, 1000, 10000])
+    p.add_argument("--max-map-items", type=int, default=None, help="a larger map runs with this many items instead")
+    p.add_argument("--map-cap-s", type=float, default=150.0, help="wall-time cap of each map; then it is cancelled")
+    p.add_argument("--map-concurrency", type=int, default=8)
+    p.add_argument("--concurrent-chains", type=ints, default=[1, 5, 20])
+    p.add_argument("--two-step", type=int, default=500, help="concurrent two-step workflows (0: skip)")
+    p.add_argument("--batch-cap-s", type=float, default=150.0, help="wall-time cap of each concurrency scenario")
+    p.add_argument("--sdk-cap-s", type=float, default=180.0)
+    p.add_argument("--idle-s", type=float, default=5.0)
+    p.add_argument("--dispatch-n", type=int, default=30)
+    p.add_argument("--celery-groups", type=ints, default=[100, 200, 1000])
+    p.add_argument("--no-celery", action="store_true")
+    p.add_argument("--docker-loop", type=int, default=40, help="cold `docker run --rm` loop length (0: skip)")
+    p.add_argument("--quiet-timeout-s", type=float, default=60.0,
+                   help="wait this long for the stack's pending and running workflows to finish first")
+    p.add_argument("--out", default="BENCHMARKS.md")
+    return p.parse_args()
 
 
-def pool_counters(pool_url: str) -> tuple[int, int]:
-    """(warm hits, cold starts) of the pool service so far, over its pools."""
-    overall = httpx.get(f"{pool_url}/v1/pools", timeout=30, headers=POOL_HEADERS).json()["overall"]
-    return int(overall["warm_hits"]), int(overall["cold_starts"])
+def docker_host(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    saved = Path(".flow/docker_host")
+    return saved.read_text().strip() if saved.exists() else "unix:///var/run/docker.sock"
+
+
+def supervisor_pid(pidfile: str) -> int | None:
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout
+        return head.strip() + (" with uncommitted changes" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def busy_note(busy: int) -> str:
+    if not busy:
+        return ""
+    return (f"\n**{busy} workflow(s) of someone else were pending or running on the stack when the bench started: "
+            "the figures include their work.**")
+
+
+def log(message: str) -> None:
+    print(f"{datetime.now().strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default=os.environ.get("FLOW_URL", "http://127.0.0.1:8081"))
-    parser.add_argument("--pool-url", default=os.environ.get("FLOW_POOL__URL", "http://127.0.0.1:8090"))
-    parser.add_argument("--token", default=os.environ.get("FLOW_TOKEN", "default-token"))
-    parser.add_argument("--chain", type=int, default=40)
-    parser.add_argument("--map-items", type=int, default=200)
-    parser.add_argument("--map-concurrency", type=int, default=8)
-    parser.add_argument("--dispatch-n", type=int, default=30)
-    parser.add_argument("--out", default="BENCHMARKS.md")
-    parser.add_argument("--pool-token-file", default=os.environ.get("FLOW_POOL_TOKEN_FILE", ".flow/pool.token"))
-    args = parser.parse_args()
-    token = pooltoken.resolve(SecretStr(os.environ.get("FLOW_POOL_TOKEN", "")), args.pool_token_file)
-    POOL_HEADERS.update(pooltoken.bearer(token))
-
+    args = parse_args()
+    # SIGTERM (a timeout, an impatient caller) unwinds like Ctrl-C: Celery and its redis-server are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    engine = docker_host(args.docker_host)
+    pool_headers = pooltoken.bearer(
+        pooltoken.resolve(SecretStr(os.environ.get("FLOW_POOL_TOKEN", "")), args.pool_token_file)
+    )
     headers = {"Authorization": f"Bearer {args.token}"}
-    rows: list[str] = []
-    print("dispatch latency through the pool service ...", flush=True)
-    dispatch = {
-        "cold `docker run`": dispatch_latency_ms(args.pool_url, "cold", max(args.dispatch_n // 3, 10)),
-        "`docker exec` (warm container)": dispatch_latency_ms(args.pool_url, "exec", args.dispatch_n),
-        "agent, command": dispatch_latency_ms(args.pool_url, "agent", args.dispatch_n),
-        "agent, Python function": dispatch_latency_ms(args.pool_url, "agent", args.dispatch_n, function=True),
-    }
-    cold_p50 = statistics.median(dispatch["cold `docker run`"])
-    for label, values in dispatch.items():
-        p50 = statistics.median(values)
-        rows.append(f"| {label} | {len(values)} | {p50:.1f} | {pct(values, 95):.1f} | {cold_p50 / p50:.0f}x |")
+    sup = supervisor_pid(args.supervisor_pidfile)
+    probe = procs.Probe(sup, urlparse(args.redis_url).port or 6379, engine, args.service_id)
+    found = probe.found()
+    log(f"stack {args.url}: processes {found}" + ("" if sup else f" (no live supervisor in {args.supervisor_pidfile}: "
+                                                  "only Redis and the engine are measured)"))
+    sizes = sorted({min(n, args.max_map_items) if args.max_map_items else n for n in args.map_sizes})
 
-    runs: list[RunResult] = []
-    hits = misses = 0
-    with httpx.Client(base_url=args.url, headers=headers, timeout=60) as client:
-        run_workflow(client, chain(3, "agent"), "warm-up")
-        for kind in ("chain", "map"):
-            for mode in ("cold", "agent"):
-                label = f"{args.chain}-step chain, {mode}" if kind == "chain" else f"{args.map_items}-item map, {mode}"
-                print(f"{label} ...", flush=True)
-                definition = (
-                    chain(args.chain, mode) if kind == "chain" else fan_map(args.map_items, mode, args.map_concurrency)
-                )
-                before = pool_counters(args.pool_url)
-                runs.append(run_workflow(client, definition, label))
-                after = pool_counters(args.pool_url)
-                if mode == "agent":
-                    hits += after[0] - before[0]
-                    misses += after[1] - before[1]
+    with Watcher(args.url, headers) as watcher:
+        stack = scenarios.Stack(args.url, headers, probe, watcher, client_timeout_s=max(args.map_cap_s, 120.0))
+        busy = stack.wait_quiet(args.quiet_timeout_s)
+        if busy:
+            log(f"WARNING: {busy} workflow(s) still pending or running on the stack: figures include their work")
+        log("warm-up ...")
+        stack.measure("warm-up", "warm-up", [workflows.chain(3)], 3, 60)
+        time.sleep(1.0)
+        log(f"idle CPU over {args.idle_s:.0f} s ...")
+        idle = stack.idle(args.idle_s)
+        log("dispatch latency through the pool service ...")
+        dispatch = dispatch_mod.measure_all(args.pool_url, pool_headers, args.dispatch_n)
+        log(f"{args.chain}-step chain x {args.chain_repeat} ...")
+        chain, chain_own = scenarios.chain_runs(stack, args.chain, args.chain_repeat, args.batch_cap_s)
+        celery: list[scenarios.Result] = []
+        if not args.no_celery:
+            log("Celery (its own redis-server, prefork -c 2) ...")
+            celery = scenarios.celery_runs(args.chain, args.chain_repeat, args.celery_groups, 200, log)
+        loop: scenarios.Result | None = None
+        if args.docker_loop:
+            log(f"cold `docker run --rm` x {args.docker_loop} ...")
+            loop = scenarios.from_peer(peers.docker_run_loop(args.docker_loop, workflows.IMAGE, engine))
+        log("concurrency ...")
+        concurrency = scenarios.concurrency_runs(stack, args.concurrent_chains, args.chain, args.two_step,
+                                                 args.batch_cap_s, log)
+        log("200-step SDK workflow ...")
+        sdk = scenarios.sdk_run(stack, args.sdk_cap_s)
+        log("maps ...")
+        maps = scenarios.map_runs(stack, sizes, args.map_concurrency, args.map_cap_s, log)
 
-    wf_rows = []
-    for run in runs:
-        rate = run.tasks / run.wall_s if run.wall_s else 0.0
-        # Overhead per task is only meaningful when tasks run one after the other (the chain).
-        overhead = f"{run.per_task_overhead_ms:.1f}" if "chain" in run.label else "-"
-        wf_rows.append(
-            f"| {run.label} | {run.status} | {run.tasks} | {run.wall_s:.2f} | {overhead} "
-            f"| {rate:.1f} | {summary(run.hop_ms)} | {run.pooled}/{run.tasks} |"
-        )
-    chain_cold, chain_warm, map_cold, map_warm = runs
-    all_hops = [h for r in runs for h in r.hop_ms]
-    dispatched = sum(r.tasks for r in runs)
-    efficiency = 100.0 * hits / dispatched if dispatched else 0.0
-    agent_p50 = statistics.median(dispatch["agent, command"])
-    text = f"""# Benchmarks
+    celery_chain = next((r for r in celery if "chain" in r.label and r.per_s), None)
+    celery_groups = [r for r in celery if "group" in r.label or "chord" in r.label]
+    idle_worker = 100.0 * idle.by_role.get("worker", 0.0) / args.idle_s if "worker" in found else None
+    goal_rows = report.goals(chain, celery_chain, maps, celery_groups, idle_worker, dispatch, sdk)
+    text = render(args, found, [chain, chain_own], celery, loop, maps, concurrency, sdk, idle, dispatch, goal_rows,
+                  time.monotonic() - started, busy)
+    out = Path(args.out)
+    out.write_text(keep_others(out.read_text() if out.exists() else "", text))
+    print(text)
 
-Measured by `make bench` on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}, {platform.machine()}, {os.cpu_count()} cores,
-everything (Redis, Docker engine, gateway, worker, pool, this client) on the same machine. Re-run to
-refresh; figures from a noisy shared machine, compare ratios within one run.
+
+def render(
+    args: argparse.Namespace, found: dict[str, int], chains: list[scenarios.Result], celery: list[scenarios.Result],
+    loop: scenarios.Result | None, maps: list[scenarios.Result], concurrency: list[scenarios.Result],
+    sdk: scenarios.Result, idle: procs.Delta, dispatch: dict[str, list[float]], goal_rows: list[report.Goal],
+    took_s: float, busy: int,
+) -> str:
+    celery_chain = [r for r in celery if "chain" in r.label or r.label == "Celery"]
+    chain_rows = [*chains, *celery_chain, *([loop] if loop else [])]
+    processes = ", ".join(f"{role} {n}" for role, n in found.items())
+    return f"""# Benchmarks
+
+Measured by `make bench` on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} ({took_s / 60:.1f} min), {platform.machine()},
+{os.cpu_count()} cores, revision {revision()}. Everything (Redis, Docker engine, gateway, worker, pool, Celery and its
+redis-server, this client) ran on the same machine; figures from a noisy shared machine: compare ratios
+within one run. Processes measured: {processes}.{busy_note(busy)}
+
+CPU columns are milliseconds of CPU per finished task (step, map item, Celery task), from
+`/proc/PID/stat` (utime + stime) before and after each scenario, per process role: `supervisor` is
+scripts/supervise.py relaying the processes' logs, `containers` the stack's containers (their cgroups;
+containers removed during a run are not counted), `engine` dockerd + containerd (shared with other
+stacks, left out of "all" for our rows). The bench client's own CPU is never counted, ours or Celery's.
+
+## Goals (issues 10 and 11)
+
+{report.goals_table(goal_rows)}
+
+## The {args.chain}-step chain: ours, Celery, cold containers
+
+Ours: {args.chain} steps of `echo 1` in agent mode, submit -> final event; "warm pool": the image's
+containers are already running (pool scope image, as Celery's workers are already running), median of
+{args.chain_repeat} runs (tasks and CPU over all runs; the goal's row); "own pool": the default scope, the
+workflow starts its first container. Celery: a `chain()` of {args.chain} no-op tasks (prefork -c 2, its own
+redis-server, `.get()`), median of {args.chain_repeat}. Cold: `docker run --rm --network none IMAGE true`
+{args.docker_loop} times in sequence.
+
+{report.cpu_table(chain_rows, "run")}
+
+## Maps (one map step of `echo 1` items, max_concurrency {args.map_concurrency}) and Celery groups
+
+The map's {args.map_concurrency} containers are warm (pool scope image, started by a small map first). Each map is capped at {args.map_cap_s:.0f} s (`--map-cap-s`; `--max-map-items N` shrinks the larger maps to N items): a capped
+map is cancelled and its rate is that of the items finished within the cap.
+
+{report.cpu_table([*maps, *[r for r in celery if r not in celery_chain]], "run")}
+
+## Concurrency
+
+Workflows submitted at once from 8 client threads; latency = one workflow's submission -> its final event.
+
+{report.cpu_table(concurrency, "run", ["workflow latency p50 / p95 ms"])}
+
+## A decorated SDK workflow (Python-function steps)
+
+{report.cpu_table([sdk], "run")}
+
+## Idle CPU over {args.idle_s:.0f} s (no work submitted)
+
+{report.idle_table(idle.by_role, args.idle_s, idle.pids)}
 
 ## Dispatch latency of one trivial task (pool service round trip, ms)
 
-| mode | n | p50 | p95 | faster than cold (p50) |
-|---|---|---|---|---|
-{chr(10).join(rows)}
-
-Goal: agent dispatch p50 <= 5 ms and >= 50x faster than cold. Measured: {agent_p50:.1f} ms, {cold_p50 / agent_p50:.0f}x.
-
-## Workflows end to end (submit over HTTP -> completed)
-
-| workflow | status | tasks | wall s | overhead per task ms | tasks/s | arq hop ms | in pooled containers |
-|---|---|---|---|---|---|---|---|
-{chr(10).join(wf_rows)}
-
-- 40-step chain: warm is {chain_cold.wall_s / chain_warm.wall_s:.1f}x faster than cold
-  ({chain_warm.wall_s:.2f} s vs {chain_cold.wall_s:.2f} s; goal <= 1.0 s warm; Hatchet takes 1.22 s for 40 steps without containers).
-- {args.map_items}-item map (max_concurrency {args.map_concurrency}): warm is {map_cold.wall_s / map_warm.wall_s:.1f}x faster
-  ({map_warm.tasks / map_warm.wall_s:.0f} vs {map_cold.tasks / map_cold.wall_s:.0f} items/s).
-- arq hop (task committed as queued -> claimed by a worker) at the configured poll delay
-  (FLOW_POLL_DELAY_S, default 5 ms), over all {len(all_hops)} tasks: {summary(all_hops)} ms.
-- Pool efficiency over these runs (warm hits / all {dispatched} dispatches, from the pool service's
-  counters): {efficiency:.1f}%; the cold runs are cold by design. In the agent runs the pool counted
-  {hits} warm hits and {misses} containers started for a task (pool growth up to max_size).
-
-"Overhead per task" (chains only) = (wall time - sum of the tasks' execution time as the pool measured
-it) / tasks: what the gateway, engine commits, the arq hop and the worker -> pool call add to each
-step on top of running it. Chain steps run `echo 1`; map items run `python3 -c` (read the item, print
-it doubled); dispatch latency is measured with the command `true`.
+{report.dispatch_table(dispatch)}
 """
-    out = Path(args.out)
-    # Keep the sections other commands write (make loadtest's), replace the rest.
-    out.write_text(keep_others(out.read_text() if out.exists() else "", text))
-    print(text)
 
 
 if __name__ == "__main__":
