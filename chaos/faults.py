@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.procs import redis_pids
-from chaos.stack import PrivateStack, docker_host
+from bench.stack import docker_host
+from chaos.stack import PrivateStack
 
 Fault = Callable[[], str | None]  # does it; says what it hit, or None when there was nothing to hit
 

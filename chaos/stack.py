@@ -13,28 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import cmdline, descendants, module_role, parents, redis_pids
+from bench.stack import docker_host, healthy
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def docker_host() -> str:
-    saved = ROOT / ".flow" / "docker_host"
-    if os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    return saved.read_text().strip() if saved.exists() else "unix:///var/run/docker.sock"
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status < 300)
-    except Exception:
-        return False
 
 
 @dataclass
