@@ -6,10 +6,13 @@ Workflows
     ``{p}:wf:{id}``             hash   record fields: ``definition`` (JSON), ``status``, ``created_at``,
                                        ``started_at``, ``finished_at``, ``error``, ``origin`` (JSON),
                                        ``version`` (bumped by every engine commit), ``trace`` (the
-                                       W3C traceparent of the workflow's root span, when traced)
+                                       W3C traceparent of the workflow's root span, when traced),
+                                       ``definition_digest`` (what the per-process definition cache keys on)
     ``{p}:wf:{id}:steps``       hash   step id -> StepRecord JSON
     ``{p}:wf:{id}:tasks``       hash   ``{step}:{index}`` -> TaskRecord JSON (one per container task)
     ``{p}:wf:{id}:state``       hash   user state key -> JSON value
+    ``{p}:wf:{id}:items``       hash   ``{step}:{index}`` -> JSON of one map item, written once when the map
+                                       step begins (a claim reads its own item, not the whole list)
     ``{p}:wf:{id}:events``      stream progress events (status changes, step events), capped
     ``{p}:wf:{id}:logs``        stream log lines of the workflow's tasks (fields of ``flowcore.logstream.LogLine``:
                                        step_id, index, attempt, stream, line, ts), capped at ~10,000
@@ -26,6 +29,8 @@ Execution
                                        its job left the queue (the worker died before claiming) is
                                        re-dispatched by the reaper (:mod:`workers.reaper`)
     ``{p}:containers:{wf}``     hash   container id -> JSON of the containers that served the workflow
+    ``{p}:wake``                list   wake-up tokens: every commit that enqueues jobs pushes some (capped);
+                                       idle workers block on it (BLPOP) instead of polling the queue
     ``{p}:events``              stream events of all workflows (for the global live view), capped
 
 Triggers
@@ -79,6 +84,9 @@ class Keyspace:
     def state(self, wf_id: str) -> str:
         return f"{self.prefix}:wf:{wf_id}:state"
 
+    def items(self, wf_id: str) -> str:
+        return f"{self.prefix}:wf:{wf_id}:items"
+
     def events(self, wf_id: str) -> str:
         return f"{self.prefix}:wf:{wf_id}:events"
 
@@ -98,6 +106,7 @@ class Keyspace:
             self.steps(wf_id),
             self.tasks(wf_id),
             self.state(wf_id),
+            self.items(wf_id),
             self.events(wf_id),
             self.logs(wf_id),
             self.spans(wf_id),
@@ -119,6 +128,10 @@ class Keyspace:
     @property
     def queued(self) -> str:
         return f"{self.prefix}:queued"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}:wake"
 
     @property
     def global_events(self) -> str:

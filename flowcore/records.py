@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowcore.models import StepStatus, WorkflowDefinition, WorkflowStatus
 from flowcore.pool_api import TaskError
+
+if TYPE_CHECKING:
+    from flowcore.defcache import Shape
 
 
 class TaskStatus(str, enum.Enum):
@@ -120,3 +123,10 @@ class Snapshot:
     state: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     trace: str | None = None  # traceparent of the workflow's root span (flowcore.tracing)
+    # A transition reads only what it concerns (ADR 010): ``loaded`` holds the task keys that were
+    # read (present in ``tasks`` or known absent); None means every task record is in ``tasks``.
+    loaded: set[str] | None = None
+    # Map items read for this transition, ``{step}:{index}`` -> item (items live apart from the step
+    # record, in ``{p}:wf:{id}:items``); a step record that still holds ``items`` needs none.
+    items: dict[str, Any] = field(default_factory=dict)
+    shape: Shape | None = None  # the definition's graph, when the store has it cached

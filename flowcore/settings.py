@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowcore.errors import ConfigError
+from flowcore.ids import is_valid_id
 
 DEFAULT_DEV_TOKEN = "default-token"
 
@@ -153,10 +155,51 @@ class _PoolPeer(_Common):
     )
 
 
+TOKEN_SCOPES = ("admin", "write", "read", "trigger")
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TOKEN_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+class ApiToken(BaseModel):
+    """One scoped API token, configured by the SHA-256 of its value (``python -m gateway.tokens``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=TOKEN_NAME_PATTERN, description="Shown in answers and sessions; never the token.")
+    hash: str = Field(pattern=TOKEN_HASH_PATTERN, description="'sha256:' + the hex SHA-256 of the token.")
+    scopes: list[Literal["admin", "write", "read", "trigger"]] = Field(min_length=1)
+    workflows: list[str] | None = Field(
+        None, description="Only these workflows and the runs of these templates (ids); unset: every workflow."
+    )
+
+    @field_validator("workflows")
+    @classmethod
+    def _ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            bad = [v for v in value if not is_valid_id(v)]
+            if bad:
+                raise ValueError(f"invalid workflow id {bad[0]!r}")
+        return value
+
+
 class GatewaySettings(_PoolPeer):
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8081, ge=1, le=65535)
     tokens: list[SecretStr] = Field(default_factory=list, description="Accepted API tokens (admin scope).")
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="Scoped tokens, by hash: [{name, hash, scopes, workflows?}]."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values served (port ignored); empty: loopback names and the bind host; '*': any.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto are believed.",
+    )
+    auth_throttle_burst: int = Field(10, ge=1, description="Failed logins or tokens a client may make in a row.")
+    auth_throttle_refill_s: float = Field(
+        6.0, gt=0, description="A throttled client regains one attempt per this many seconds."
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies are answered 413.")
     max_document_depth: int = Field(
         64, ge=4, le=500, description="Deepest nesting of a JSON or YAML body; deeper is answered 413."
@@ -173,10 +216,32 @@ class GatewaySettings(_PoolPeer):
         86400.0, ge=60, description="How long event ids, delivery ids and Idempotency-Keys are remembered."
     )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
+        names = [t.name for t in value]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"api_tokens: the name {dup!r} is used twice")
+        return value
+
     def accepted_tokens(self) -> list[str]:
-        """Tokens this gateway accepts; refuses an unauthenticated non-loopback bind."""
+        """Admin tokens in clear (FLOW_TOKENS); refuses an unauthenticated non-loopback bind.
+
+        ``default-token`` only when no token at all is configured (neither FLOW_TOKENS nor FLOW_API_TOKENS).
+        """
         configured = [t.get_secret_value() for t in self.tokens if t.get_secret_value()]
-        if configured:
+        if configured or self.api_tokens:
             return configured
         if not is_loopback(self.host):
             raise ConfigError(
@@ -187,7 +252,13 @@ class GatewaySettings(_PoolPeer):
 
 
 class WorkerSettings(_PoolPeer):
-    poll_delay_s: float = Field(0.005, gt=0, le=1.0, description="arq poll delay (default 0.5 s adds ~280 ms).")
+    poll_delay_s: float = Field(
+        0.005, gt=0, le=1.0, description="Least time between two polls of a busy worker (arq's poll delay)."
+    )
+    idle_wait_s: float = Field(
+        2.0, gt=0, le=60.0, description="Longest an idle worker blocks on its wake-up list before it polls anyway; "
+        "commits that enqueue jobs wake it at once, deferred jobs when they fall due (ADR 010).",
+    )
     max_jobs: int = Field(100, ge=1, le=10_000)
     lease_ttl_s: float = Field(5.0, gt=0.5, description="A running task's lease; lapsed leases are taken over.")
     lease_renew_s: float = Field(1.0, gt=0.05)

@@ -1,53 +1,69 @@
 """Workflow records in Redis: create, read, list, delete, and the engine's atomic commits.
 
-:meth:`WorkflowStore.transact` reads one workflow's keys under WATCH, lets a pure engine function
-decide, and writes the resulting :class:`~flowcore.engine.Plan` in one MULTI/EXEC — step and task
-records, state changes, status indexes, leases, events *and* the arq jobs of the tasks it
-dispatches. A crash between deciding and enqueueing is therefore impossible: either the commit and
-its jobs exist, or neither does. A concurrent change to the workflow aborts and retries the commit.
+:meth:`WorkflowStore.transact` reads what one transition concerns in one round trip (the record
+without its definition, which a per-process cache holds; the step records; the state; the task
+records and map items the transition names), lets a pure engine function decide, and commits the
+resulting :class:`~flowcore.engine.Plan` with one server-side script (:mod:`flowcore.commits`) that
+applies it only if the workflow's ``version`` is still the one read: step and task records, state
+changes, status indexes, leases, events *and* the arq jobs of the tasks it dispatches. A crash
+between deciding and enqueueing is therefore impossible: either the commit and its jobs exist, or
+neither does. A commit that lost a race decides again on fresh data; within one process the
+transitions of one workflow take turns, so such races come only from other processes (ADR 010).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
-from flowcore.engine import Plan
+from flowcore.commits import (
+    COMMIT_SCRIPT,
+    EVENTS_MAXLEN,
+    GLOBAL_EVENTS_MAXLEN,
+    JOB_EXPIRES_MS,
+    RUN_TASK,
+    WORKFLOW_DEADLINE,
+    job_deserializer,
+    job_serializer,
+    plan_commands,
+    queue_commands,
+    script_args,
+    task_job_id,
+)
+from flowcore.defcache import DefinitionCache, Parsed, digest
+from flowcore.engine import NeedReads, Plan
 from flowcore.errors import Conflict, NotFound, ServiceUnavailable
-from flowcore.keyspace import Keyspace, parse_lease_member
-from flowcore.logstream import LOG_STREAM_MAXLEN
+from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.records import Origin, Snapshot, StepRecord, TaskRecord
-from flowcore.state import encode_changes
 
-RUN_TASK = "run_task"
-WORKFLOW_DEADLINE = "workflow_deadline"
-EVENTS_MAXLEN = 2000
-GLOBAL_EVENTS_MAXLEN = 20000
-JOB_EXPIRES_MS = 7 * 86400 * 1000
+__all__ = [
+    "EVENTS_MAXLEN",
+    "GLOBAL_EVENTS_MAXLEN",
+    "JOB_EXPIRES_MS",
+    "RUN_TASK",
+    "WORKFLOW_DEADLINE",
+    "WorkflowStore",
+    "job_deserializer",
+    "job_serializer",
+    "new_workflow_id",
+    "task_job_id",
+]
+
 MAX_COMMIT_RETRIES = 200
-
-
-def job_serializer(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-def job_deserializer(raw: bytes) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(raw)
-    return result
-
-
-def task_job_id(wf_id: str, step_id: str, index: int, token: str) -> str:
-    return f"task:{wf_id}:{step_id}:{index}:{token}"
+RECORD_FIELDS = (
+    "status", "created_at", "started_at", "finished_at", "error", "origin", "version", "trace", "definition_digest"
+)
+DEFINITIONS = DefinitionCache()  # per process: definitions never change after submission
 
 
 def new_workflow_id() -> str:
@@ -63,6 +79,9 @@ class WorkflowStore:
     def __init__(self, redis: Redis, keys: Keyspace) -> None:
         self.redis = redis
         self.keys = keys
+        self._commit = redis.register_script(COMMIT_SCRIPT)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.conflicts = 0  # commits that lost a race and decided again (for tests and benchmarks)
 
     # ---- create / read -----------------------------------------------------------------------
     async def create(
@@ -91,8 +110,10 @@ class WorkflowStore:
 
         ``trace`` is the traceparent of the workflow's root span (:class:`flowcore.tracing.WorkflowRoot`).
         """
+        raw = definition.model_dump_json(by_alias=True)
         record = {
-            "definition": definition.model_dump_json(by_alias=True),
+            "definition": raw,
+            "definition_digest": digest(raw),
             "status": WorkflowStatus.PENDING.value,
             "created_at": repr(now),
             "origin": origin.model_dump_json(),
@@ -107,45 +128,87 @@ class WorkflowStore:
         event = {"type": "workflow", "workflow_id": wf_id, "status": "pending", "ts": now}
         pipe.xadd(self.keys.global_events, {"data": json.dumps(event)}, maxlen=GLOBAL_EVENTS_MAXLEN, approximate=True)
 
-    def _watched(self, wf_id: str) -> list[str]:
-        k = self.keys
-        return [k.workflow(wf_id), k.steps(wf_id), k.tasks(wf_id), k.state(wf_id)]
+    async def _definition(self, wf_id: str, key: str) -> Parsed:
+        """The parsed definition, from this process's cache or (once) from the record."""
+        cached = DEFINITIONS.get(wf_id, key)
+        if cached is not None:
+            return cached
+        raw = await self.redis.hget(self.keys.workflow(wf_id), "definition")
+        if raw is None:
+            raise NotFound(f"workflow {wf_id!r} not found", field="workflow_id")
+        return DEFINITIONS.put(wf_id, key, _s(raw))
+
+    async def _snapshot(self, wf_id: str, values: list[Any]) -> Snapshot:
+        """A snapshot from the HMGET of :data:`RECORD_FIELDS` (no steps, tasks or state yet)."""
+        rec = dict(zip(RECORD_FIELDS, (None if v is None else _s(v) for v in values), strict=True))
+        if rec["status"] is None:
+            raise NotFound(f"workflow {wf_id!r} not found", field="workflow_id")
+        parsed = await self._definition(wf_id, rec["definition_digest"] or "")
+        return Snapshot(
+            wf_id=wf_id,
+            definition=parsed.definition,
+            shape=parsed.shape,
+            status=WorkflowStatus(rec["status"]),
+            input=parsed.definition.input,
+            created_at=float(rec["created_at"] or 0),
+            started_at=float(rec["started_at"]) if rec["started_at"] else None,
+            finished_at=float(rec["finished_at"]) if rec["finished_at"] else None,
+            error=rec["error"] or None,
+            origin=Origin.model_validate_json(rec["origin"]) if rec["origin"] else Origin(),
+            version=int(rec["version"] or "0"),
+            trace=rec["trace"] or None,
+        )
 
     async def _read_record(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
         """The workflow record alone: no step, task or state records."""
-        raw = await conn.hgetall(self.keys.workflow(wf_id))
-        if not raw:
-            raise NotFound(f"workflow {wf_id!r} not found", field="workflow_id")
-        rec = {_s(a): _s(b) for a, b in raw.items()}
-        definition = WorkflowDefinition.model_validate_json(rec["definition"])
-        return Snapshot(
-            wf_id=wf_id,
-            definition=definition,
-            status=WorkflowStatus(rec["status"]),
-            input=definition.input,
-            created_at=float(rec["created_at"]),
-            started_at=float(rec["started_at"]) if rec.get("started_at") else None,
-            finished_at=float(rec["finished_at"]) if rec.get("finished_at") else None,
-            error=rec.get("error") or None,
-            origin=Origin.model_validate_json(rec["origin"]) if rec.get("origin") else Origin(),
-            version=int(rec.get("version", "0")),
-            trace=rec.get("trace") or None,
-        )
+        return await self._snapshot(wf_id, await conn.hmget(self.keys.workflow(wf_id), list(RECORD_FIELDS)))
 
-    async def _read(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
+    async def _read(self, wf_id: str) -> Snapshot:
+        """Everything: the record with every step, task and state record (for the API, not for transitions)."""
         k = self.keys
-        snap = await self._read_record(conn, wf_id)
-        steps = await conn.hgetall(k.steps(wf_id))
-        tasks = await conn.hgetall(k.tasks(wf_id))
-        state = await conn.hgetall(k.state(wf_id))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(k.workflow(wf_id), list(RECORD_FIELDS))
+            pipe.hgetall(k.steps(wf_id))
+            pipe.hgetall(k.tasks(wf_id))
+            pipe.hgetall(k.state(wf_id))
+            values, steps, tasks, state = await pipe.execute()
+        snap = await self._snapshot(wf_id, values)
         snap.steps = {_s(a): StepRecord.model_validate_json(b) for a, b in steps.items()}
         snap.tasks = {_s(a): TaskRecord.model_validate_json(b) for a, b in tasks.items()}
         snap.state = {_s(a): json.loads(b) for a, b in state.items()}
         return snap
 
+    async def _read_for(self, wf_id: str, tasks: set[str], items: set[str]) -> tuple[Snapshot, dict[str, str]]:
+        """What one transition reads, in one consistent round trip: the record, the step records, the
+        state and the named task records and map items. Returns the snapshot and the raw state."""
+        k = self.keys
+        task_keys, item_keys = sorted(tasks), sorted(items)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(k.workflow(wf_id), list(RECORD_FIELDS))
+            pipe.hgetall(k.steps(wf_id))
+            pipe.hgetall(k.state(wf_id))
+            if task_keys:
+                pipe.hmget(k.tasks(wf_id), task_keys)
+            if item_keys:
+                pipe.hmget(k.items(wf_id), item_keys)
+            results = await pipe.execute()
+        snap = await self._snapshot(wf_id, results[0])
+        snap.steps = {_s(a): StepRecord.model_validate_json(b) for a, b in results[1].items()}
+        raw_state = {_s(a): _s(b) for a, b in results[2].items()}
+        snap.state = {a: json.loads(b) for a, b in raw_state.items()}
+        rest = results[3:]
+        snap.loaded = set(task_keys)
+        if task_keys:
+            found = rest.pop(0)
+            snap.tasks = {key: TaskRecord.model_validate_json(raw) for key, raw in zip(task_keys, found, strict=True) if raw}
+        if item_keys:
+            found = rest.pop(0)
+            snap.items = {key: json.loads(raw) for key, raw in zip(item_keys, found, strict=True) if raw is not None}
+        return snap, raw_state
+
     async def load(self, wf_id: str) -> Snapshot:
         try:
-            return await self._read(self.redis, wf_id)
+            return await self._read(wf_id)
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
 
@@ -163,7 +226,7 @@ class WorkflowStore:
         return [_s(i) for i in ids], int(total)
 
     async def delete(self, wf_id: str) -> None:
-        snap = await self.load(wf_id)
+        snap = await self.load_summary(wf_id)
         if not snap.status.finished and snap.status != WorkflowStatus.PENDING:
             raise Conflict(f"workflow {wf_id!r} is {snap.status.value}; cancel it before deleting it")
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -174,83 +237,57 @@ class WorkflowStore:
             await pipe.execute()
 
     # ---- the engine's commits ----------------------------------------------------------------
-    async def transact(self, wf_id: str, decide: Callable[[Snapshot], Plan]) -> Plan:
-        """Run ``decide`` on a consistent snapshot and commit its plan atomically (retrying on races)."""
+    @asynccontextmanager
+    async def _turn(self, wf_id: str) -> AsyncIterator[None]:
+        """This process's transitions of one workflow take turns: racing each other would only make
+        them decide again. Correctness never rests on it (the commit script checks the version)."""
+        lock, users = self._locks.get(wf_id) or (asyncio.Lock(), 0)
+        self._locks[wf_id] = (lock, users + 1)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[wf_id]
+            if users <= 1:
+                del self._locks[wf_id]
+            else:
+                self._locks[wf_id] = (lock, users - 1)
+
+    async def transact(
+        self,
+        wf_id: str,
+        decide: Callable[[Snapshot], Plan],
+        *,
+        tasks: tuple[str, ...] = (),
+        items: tuple[str, ...] = (),
+    ) -> Plan:
+        """Run ``decide`` on a consistent snapshot and commit its plan atomically (deciding again on races).
+
+        ``tasks`` / ``items`` name the task records (``{step}:{index}``) and map items the decision
+        concerns, read up front; whatever else it needs it asks for (:class:`~flowcore.engine.NeedReads`).
+        """
+        want_tasks, want_items = set(tasks), set(items)
+        try:
+            async with self._turn(wf_id):
                 for _ in range(MAX_COMMIT_RETRIES):
+                    snap, raw_state = await self._read_for(wf_id, want_tasks, want_items)
                     try:
-                        await pipe.watch(*self._watched(wf_id))
-                        snap = await self._read(pipe, wf_id)
                         plan = decide(snap)
-                        if plan.empty:
-                            await pipe.reset()
-                            return plan
-                        pipe.multi()
-                        self.write_plan(pipe, plan)
-                        await pipe.execute()
-                        return plan
-                    except WatchError:
+                    except NeedReads as need:
+                        want_tasks.update(need.tasks)
+                        want_items.update(need.items)
                         continue
+                    if plan.empty:
+                        return plan
+                    guards = [(self.keys.state(wf_id), key, raw_state.get(key)) for key in sorted(plan.state_changes)]
+                    args = script_args(snap.version, guards, plan_commands(self.keys, plan))
+                    if await self._commit(keys=[self.keys.workflow(wf_id)], args=args):
+                        return plan
+                    self.conflicts += 1
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
         raise ServiceUnavailable(f"workflow {wf_id!r} is too contended to commit")
 
     def write_plan(self, pipe: Pipeline, plan: Plan) -> None:
         """Queue the commands that commit ``plan`` (inside the caller's MULTI)."""
-        snap, k, wf_id = plan.snap, self.keys, plan.snap.wf_id
-        now_ms = int(time.time() * 1000)
-        record: dict[str, str] = {"version": str(snap.version + 1)}
-        if plan.dirty_record:
-            record["status"] = snap.status.value
-            record["started_at"] = repr(snap.started_at) if snap.started_at else ""
-            record["finished_at"] = repr(snap.finished_at) if snap.finished_at else ""
-            record["error"] = snap.error or ""
-        pipe.hset(k.workflow(wf_id), mapping=record)
-        if snap.status != plan.old_status:
-            score = int(snap.created_at * 1000)
-            pipe.zrem(k.by_status(plan.old_status.value), wf_id)
-            pipe.zadd(k.by_status(snap.status.value), {wf_id: score})
-        if plan.dirty_steps:
-            pipe.hset(k.steps(wf_id), mapping={s: snap.steps[s].model_dump_json() for s in plan.dirty_steps})
-        if plan.dirty_tasks:
-            pipe.hset(k.tasks(wf_id), mapping={t: snap.tasks[t].model_dump_json() for t in plan.dirty_tasks})
-        sets, dels = encode_changes(plan.state_changes)
-        if sets:
-            pipe.hset(k.state(wf_id), mapping=sets)
-        if dels:
-            pipe.hdel(k.state(wf_id), *dels)
-        if plan.lease_remove:
-            pipe.zrem(k.leases, *plan.lease_remove)
-        if plan.lease_add:
-            pipe.zadd(k.leases, plan.lease_add)
-        if plan.queued_remove:
-            pipe.zrem(k.queued, *plan.queued_remove)
-        if plan.queued_add:
-            pipe.zadd(k.queued, plan.queued_add)
-        for member in plan.drop_jobs:  # the abandoned job of a task taken over: no worker polls it again
-            job_id = task_job_id(*parse_lease_member(member))
-            pipe.delete(job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id)
-            pipe.zrem(k.queue, job_id)
-        for d in plan.dispatch:
-            score = int(d.run_at * 1000) if d.run_at else now_ms
-            job_kwargs: dict[str, Any] = {"workflow_id": wf_id, "step_id": d.step_id, "index": d.index, "token": d.token}
-            if snap.trace:
-                job_kwargs["traceparent"] = snap.trace  # the step span's parent (flowcore.tracing)
-            self._enqueue(pipe, task_job_id(wf_id, d.step_id, d.index, d.token), RUN_TASK, job_kwargs, score, now_ms)
-        if plan.deadline_at is not None:
-            score = int(plan.deadline_at * 1000) + 50
-            self._enqueue(pipe, f"deadline:{wf_id}", WORKFLOW_DEADLINE, {"workflow_id": wf_id}, score, now_ms)
-        for line in plan.log_lines:
-            pipe.xadd(k.logs(wf_id), line.to_fields(), maxlen=LOG_STREAM_MAXLEN, approximate=True)
-        for event in plan.events:
-            data = {"data": json.dumps(event, default=str)}
-            pipe.xadd(k.events(wf_id), data, maxlen=EVENTS_MAXLEN, approximate=True)
-            pipe.xadd(k.global_events, data, maxlen=GLOBAL_EVENTS_MAXLEN, approximate=True)
-
-    def _enqueue(
-        self, pipe: Pipeline, job_id: str, function: str, kwargs: dict[str, Any], score: int, now_ms: int
-    ) -> None:
-        payload = serialize_job(function, (), kwargs, None, now_ms, serializer=job_serializer)
-        pipe.psetex(job_key_prefix + job_id, max(score - now_ms, 0) + JOB_EXPIRES_MS, payload)
-        pipe.zadd(self.keys.queue, {job_id: score})
+        queue_commands(pipe, plan_commands(self.keys, plan))

@@ -35,7 +35,9 @@ def build_view(snap: Snapshot, item: Any = None) -> dict[str, Any]:
 def task_item(snap: Snapshot, step_id: str, index: int) -> Any:
     step = snap.definition.step(step_id)
     if isinstance(step, MapStep):
-        items = snap.steps[step_id].items or []
+        items = snap.steps[step_id].items
+        if items is None:  # stored apart from the step record: read for this transition
+            return snap.items[f"{step_id}:{index}"]
         return items[index]
     if isinstance(step, ParallelStep):
         return step.inputs[index] if step.inputs is not None else index

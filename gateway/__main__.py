@@ -27,6 +27,9 @@ def main() -> None:
         uvicorn.run(
             app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            # X-Forwarded-* are believed only from FLOW_TRUSTED_PROXIES (gateway.clients), never uvicorn's
+            # default of 127.0.0.1: any local process could then claim another address or TLS.
+            proxy_headers=False,
         )
     finally:
         tracing.shutdown()  # flush the last spans

@@ -25,9 +25,10 @@ from gateway.dashboard import pages as dashboard
 from gateway.dashboard.masking import MaskSecrets
 from gateway.dashboard.sessions import SessionStore
 from gateway.errors import HANDLERS, RETRY_AFTER_S
-from gateway.middleware import BodyLimit, TokenAuth
+from gateway.middleware import BodyLimit, HostCheck, TokenAuth
 from gateway.pathids import check_path_ids
 from gateway.routes import intake, logs, metrics, pools, retry, spans, state, stream, triggers, workflows
+from gateway.scopes import AuthConfig
 
 API_VERSION = "1.0.0"
 
@@ -44,10 +45,10 @@ async def healthz(request: Request) -> Response:
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Starlette:
     """Build the gateway. Refuses (ConfigError) a non-loopback bind without configured tokens."""
-    tokens = settings.accepted_tokens()
+    auth = AuthConfig.from_settings(settings)  # tokens by hash, scopes, throttle, hosts, proxies
     pool_token = pooltoken.resolve(settings.pool_token, settings.pool_token_file)
     keys = Keyspace(settings.redis.prefix)
-    sessions = SessionStore(keys)  # the dashboard's; connected in the lifespan
+    sessions = SessionStore(keys, book=auth.book)  # the dashboard's; connected in the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,12 +94,14 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
     app = Starlette(
         routes=[*routes, *dashboard.routes()],  # the dashboard's pages stay out of the OpenAPI document
         middleware=[
+            Middleware(HostCheck, allowed=auth.hosts),  # first: a foreign Host gets nothing else
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-            Middleware(TokenAuth, tokens=tokens, sessions=sessions),
+            Middleware(TokenAuth, book=auth.book, sessions=sessions, throttle=auth.throttle, trusted=auth.trusted),
             Middleware(MaskSecrets),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.openapi = openapi.build_document(routes, API_VERSION)
+    app.state.auth = auth
     return app

@@ -1,8 +1,10 @@
 """The arq worker: its functions, settings and lifecycle.
 
-Job payloads are JSON (never pickle). ``poll_delay`` defaults to 5 ms: arq's 0.5 s default adds
-~280 ms to every hop (MACHINE.md). Jobs stay thin: they hand over to :class:`workers.runner.TaskRunner`.
-The worker is arq's, made to ride out Redis outages (:mod:`workers.resilience`).
+Job payloads are JSON (never pickle). An idle worker does not poll: it blocks on the wake-up list
+that every commit enqueueing jobs pushes to (:mod:`workers.wakeup`, ADR 010); ``poll_delay`` (5 ms)
+only spaces the polls of a busy worker. Jobs stay thin: they hand over to
+:class:`workers.runner.TaskRunner`. The worker is arq's, made to ride out Redis outages
+(:mod:`workers.resilience`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from workers.reaper import reap_forever
 from workers.resilience import ResilientWorker
 from workers.routing import PoolRouter
 from workers.runner import TaskRunner
+from workers.wakeup import WakingWorker
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
         if pool is not None:
             await pool.aclose()
 
-    return ResilientWorker(
+    return WakingWorker(
         functions=[
             func(run_task, name=RUN_TASK, timeout=JOB_TIMEOUT_S, max_tries=1000),
             func(workflow_deadline, name=WORKFLOW_DEADLINE, timeout=60, max_tries=1000),
@@ -97,4 +100,6 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
         allow_abort_jobs=False,
         marker_ttl_s=settings.job_marker_ttl_s,
         backoff_max_s=settings.redis_backoff_max_s,
+        wake_key=keys.wake,
+        idle_wait_s=settings.idle_wait_s,
     )

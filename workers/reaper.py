@@ -53,7 +53,9 @@ async def reap_once(runner: TaskRunner) -> int:
         except ValueError:
             await runner.redis.zrem(runner.keys.leases, member)
             continue
-        plan = await runner.transact(wf_id, functools.partial(_lost, step_id=step_id, index=index, token=token))
+        plan = await runner.transact(
+            wf_id, functools.partial(_lost, step_id=step_id, index=index, token=token), (step_id, index)
+        )
         if plan is None:
             await runner.redis.zrem(runner.keys.leases, member)
         elif plan.dispatch or plan.dirty_tasks:
@@ -93,7 +95,9 @@ async def requeue_unclaimed(runner: TaskRunner, claim_timeout_s: float) -> int:
             waited_ms = max(now_ms - float(since_ms), timeout_ms)
             await redis.zadd(keys.queued, {member: now_ms + waited_ms - timeout_ms}, xx=True)
             continue
-        plan = await runner.transact(wf_id, functools.partial(_unclaimed, step_id=step_id, index=index, token=token))
+        plan = await runner.transact(
+            wf_id, functools.partial(_unclaimed, step_id=step_id, index=index, token=token), (step_id, index)
+        )
         if plan is None:
             await redis.zrem(keys.queued, member)
         elif plan.dispatch or plan.dirty_tasks:

@@ -68,9 +68,13 @@ class ResilientWorker(Worker):
         self.stop_requested.set()
         super().handle_sig(signum)
 
+    async def idle_wait(self) -> None:
+        """Between two polls: nothing here (arq's poll delay); :class:`workers.wakeup.WakingWorker` blocks."""
+
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
+            await self.idle_wait()
         except REDIS_DOWN as exc:
             await self._wait_for_redis(exc)
             return

@@ -4,6 +4,10 @@ The lease is what lets another worker take a task over when this one dies (see
 :mod:`workers.reaper`); losing it (the workflow was cancelled, failed fast, or another worker took
 over) makes this worker kill its container task and drop the result. Every engine transition goes
 through :meth:`flowcore.store.WorkflowStore.transact`, so the result is applied exactly once.
+
+A completion also claims one successor it made ready (``engine.complete(..., claim_next=True)``), and
+the same job runs it next: no arq job, no wake-up, no separate claim (ADR 010). That successor is
+under a lease from the commit on, so a worker that dies running it is taken over like any other.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from redis.asyncio import Redis
 from flowcore import engine
 from flowcore.engine import EngineEnv, Plan
 from flowcore.errors import NotFound, ServiceUnavailable
-from flowcore.keyspace import Keyspace, lease_member
+from flowcore.keyspace import Keyspace, lease_member, task_field
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.records import Snapshot
 from flowcore.store import WorkflowStore, task_job_id
@@ -60,23 +64,45 @@ class TaskRunner:
     def env(self) -> EngineEnv:
         return EngineEnv(now=time.time(), lease_ttl_s=self.lease_ttl_s, max_takeovers=self.max_takeovers)
 
-    async def transact(self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan]) -> Plan | None:
+    async def transact(
+        self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan], task: tuple[str, int] | None = None
+    ) -> Plan | None:
+        """One transition; ``task`` names the task it concerns, so its record (and map item) is read up front."""
+        hint = (task_field(*task),) if task is not None else ()
         try:
-            return await self.store.transact(wf_id, lambda snap: fn(snap, self.env()))
+            return await self.store.transact(wf_id, lambda snap: fn(snap, self.env()), tasks=hint, items=hint)
         except NotFound:
             log.info("workflow %s is gone; dropping its task", wf_id)
             return None
 
     async def run(self, wf_id: str, step_id: str, index: int, token: str, traceparent: str | None = None) -> str:
-        plan = await self.transact(wf_id, lambda s, e: engine.claim(s, e, step_id, index, token))
+        """Claim the job's task and run it; then run each successor its completion claimed (ADR 010)."""
+        plan: Plan | None = await self.transact(
+            wf_id, lambda s, e: engine.claim(s, e, step_id, index, token), (step_id, index)
+        )
         if plan is None or plan.request is None:
             return "stale"
+        # The job's in-progress marker, renewed with the lease of whichever task the job runs.
+        marker = in_progress_key_prefix + task_job_id(wf_id, step_id, index, token)
+        outcome = "stale"
+        task = (step_id, index, token)
+        while True:
+            plan, outcome = await self._run_claimed(wf_id, *task, plan, traceparent, marker)
+            if plan is None or plan.claimed is None or plan.request is None:
+                return outcome
+            task = (plan.claimed.step_id, plan.claimed.index, plan.claimed.token)
+            traceparent = plan.snap.trace  # what its job would have carried
+
+    async def _run_claimed(
+        self, wf_id: str, step_id: str, index: int, token: str, plan: Plan, traceparent: str | None, marker: str
+    ) -> tuple[Plan | None, str]:
+        """Run a claimed task and commit its result, claiming a successor it makes ready if there is one."""
+        assert plan.request is not None
         request = plan.request
         attempt = StepAttempt(plan.snap, request, traceparent)  # the span of this attempt
         request.traceparent = attempt.traceparent
         member = lease_member(wf_id, step_id, index, token)
         lease_lost = asyncio.Event()
-        marker = in_progress_key_prefix + task_job_id(wf_id, step_id, index, token)
         renewer = asyncio.create_task(self._renew(member, marker, lease_lost))
         base_url = self.router.fallback_url
         try:
@@ -100,11 +126,15 @@ class TaskRunner:
         try:
             # The lease stays renewed while the result waits for Redis: across a short outage this
             # worker's commit, not a takeover, usually wins.
-            await self._commit(wf_id, lambda s, e: engine.complete(s, e, step_id, index, token, result))
+            committed = await self._commit(
+                wf_id,
+                lambda s, e: engine.complete(s, e, step_id, index, token, result, claim_next=True),
+                (step_id, index),
+            )
         finally:
             await self._stop(renewer)
             attempt.finish(result)
-        return "ok" if result.ok else "failed"
+        return committed, "ok" if result.ok else "failed"
 
     @staticmethod
     async def _stop(task: asyncio.Task[None]) -> None:
@@ -112,7 +142,9 @@ class TaskRunner:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def _commit(self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan]) -> None:
+    async def _commit(
+        self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan], task: tuple[str, int]
+    ) -> Plan | None:
         """Commit a result, waiting (with backoff) up to ``commit_patience_s`` for an unreachable Redis.
 
         Given up, the result is lost and the task's lease lapses: another worker runs it again.
@@ -121,8 +153,7 @@ class TaskRunner:
         backoff = Backoff(max_s=2.0)
         while True:
             try:
-                await self.transact(wf_id, fn)
-                return
+                return await self.transact(wf_id, fn, task)
             except ServiceUnavailable as exc:
                 if time.monotonic() >= deadline:
                     raise
@@ -172,7 +203,7 @@ class TaskRunner:
         try:
             async with asyncio.timeout(5.0):
                 await self.pool.cancel(base_url, task_id)
-                await self.transact(wf_id, lambda s, e: engine.lost(s, e, step_id, index, token))
+                await self.transact(wf_id, lambda s, e: engine.lost(s, e, step_id, index, token), (step_id, index))
             log.info("handed %s over on shutdown", task_id)
         except Exception:  # the lease lapses on its own; a reaper takes over then
             log.exception("hand-over of %s failed", task_id)

@@ -6,7 +6,9 @@ session cookie; nothing is rendered on the server except the login page's error 
 - ``GET /ui/login``: the login form (public). ``POST /ui/login`` with the token in the body
   (``application/x-www-form-urlencoded`` from the form, or JSON ``{"token": ...}``): 303 to the
   page asked for (``next``, a ``/ui/...`` path) with an HttpOnly, SameSite=Strict session cookie and
-  a script-readable CSRF cookie; 401 (invalid token) or 422 (no token) with no cookie otherwise.
+  a script-readable CSRF cookie (``Secure`` over TLS, or behind a trusted proxy that says so);
+  401 (invalid token), 403 (a token without the read scope), 422 (no token) or 429 (too many
+  failures from this client, ``Retry-After``) with no cookie otherwise.
 - ``POST /ui/logout``: ends the session (it needs the CSRF token when the session is still live).
 - ``GET /ui/static/...``: assets (public: they hold no data).
 - ``GET /ui/...``: every other path is the application shell (authenticated by
@@ -28,9 +30,10 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flowcore.settings import GatewaySettings
+from gateway.clients import came_over_tls, client_address, throttle_key
 from gateway.dashboard.sessions import CSRF_COOKIE, SESSION_COOKIE, SessionStore, csrf_matches
-from gateway.middleware import CSRF_HEADER, token_matches
+from gateway.middleware import CSRF_HEADER
+from gateway.scopes import READ, AuthConfig
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 HOME = "/ui/"
@@ -154,17 +157,26 @@ async def login(request: Request) -> Response:
     token = fields.get("token", "").strip()
     if not token:
         return refuse(422, "invalid_input", "token is required: enter an API token", field="token")
-    settings: GatewaySettings = request.app.state.settings
-    accepted = [t.encode() for t in settings.accepted_tokens()]
-    if len(token) > MAX_TOKEN_CHARS or not token_matches(token.encode(), accepted):
+    auth: AuthConfig = request.app.state.auth
+    client = throttle_key(client_address(request.scope, auth.trusted))
+    wait = auth.throttle.retry_after(client)
+    if wait:  # before the check: a throttled client learns nothing about its guesses
+        throttled = refuse(429, "too_many_requests", f"too many failed logins from this client; try again in {wait} s")
+        throttled.headers["retry-after"] = str(wait)
+        return throttled
+    grant = auth.book.lookup(token.encode()) if len(token) <= MAX_TOKEN_CHARS else None
+    if grant is None:
+        auth.throttle.failed(client)
         return refuse(401, "unauthorized", "invalid token: the gateway does not accept this API token")
-    session = await _sessions(request).create()
+    if not grant.allows(READ):
+        return refuse(403, "forbidden", f"{grant.describe()} cannot read: the dashboard needs the read scope")
+    session = await _sessions(request).create(grant)
     response: Response = (
         JSONResponse({"status": "logged_in", "next": next_path})
         if wants_json
         else RedirectResponse(next_path, status_code=303)
     )
-    secure = request.url.scheme == "https"
+    secure = came_over_tls(request.scope, auth.trusted)  # TLS here, or reported by a trusted proxy
     ttl = _sessions(request).ttl_s
     response.set_cookie(
         SESSION_COOKIE, session.session_id, max_age=ttl, path="/", secure=secure, httponly=True, samesite="strict"
