@@ -170,6 +170,20 @@ def topological_order(defn: WorkflowDefinition) -> list[str]:
     return order
 
 
+def check_runnable(defn: WorkflowDefinition) -> None:
+    """Refuse to start (or to put a trigger on) a definition without steps: its run would do nothing
+    and be reported completed, which is almost always a mistake (YAML indentation that dropped the
+    steps). Creating one without starting it stays allowed: a workflow that only holds state, as in
+    the client API's ``create_workflow(name=...)``. Checked where runs start, so that records stored
+    before the rule still load."""
+    if not defn.steps:
+        raise InvalidInput(
+            "a workflow needs at least one step to run; this one has none (it can be created without"
+            " ?start=true, to hold state)",
+            field="steps",
+        )
+
+
 def validate(defn: WorkflowDefinition) -> None:
     """Check how the steps of ``defn`` fit together; raise :class:`InvalidInput` at the first mistake.
 
@@ -179,7 +193,8 @@ def validate(defn: WorkflowDefinition) -> None:
     a missing step or the reading step itself, and a bare ``steps`` path; ``item`` paths outside the
     input of a map or parallel step; ``matches`` patterns that RE2 cannot run (:mod:`flowcore.patterns`);
     and any cycle of effective dependencies. A step may be a target of several
-    decision cases, and of several branch or decision steps.
+    decision cases, and of several branch or decision steps. A definition without steps passes
+    (a workflow created to hold state); starting it does not (:func:`check_runnable`).
     """
     ids: dict[str, int] = {}
     for index, step in enumerate(defn.steps):

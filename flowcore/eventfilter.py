@@ -19,6 +19,15 @@ filter matches every payload of the trigger's event type). An entry is one of:
     Combinations.
 
 Filters are checked when a trigger is created (:func:`validate`), so matching never raises.
+
+What looks like an operator must be one, so that a typo is refused instead of becoming a field
+name that no payload has (a trigger that silently never fires):
+
+- a key, or a dotted part of a path, made only of ``= ! < > ~`` is an operator; one that is not
+  ``==``, ``!=``, ``>``, ``>=``, ``<`` or ``<=`` (``=<``, ``=``, ``<>``, ``=>``) is an error;
+- an object under a path is either all operators (a comparison) or none (a nested filter): mixing
+  them (``{">": 1, "curency": "EUR"}``) is an error. A payload field named like a word operator
+  (``in``, ``exists``) is reached with a dotted path: ``"rule.in": 3``.
 """
 
 from __future__ import annotations
@@ -35,12 +44,61 @@ _MISSING: Any = object()
 MAX_DEPTH = 16
 
 
+_SYMBOLS = frozenset("=!<>~")
+_SYMBOLIC = ("==", "!=", ">", ">=", "<", "<=")
+# Common misspellings, for the error message only.
+_DID_YOU_MEAN = {
+    "=<": "<=",
+    "=>": ">=",
+    "=": "==",
+    "===": "==",
+    "<>": "!=",
+    "!==": "!=",
+    "=!": "!=",
+    "~": "matches",
+    "=~": "matches",
+}
+
+
 class FilterError(ValueError):
     """A filter that cannot be used; the message names where."""
 
 
 def _is_operator_object(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and all(k in OPERATORS for k in value)
+
+
+def _looks_like_operator(key: str) -> bool:
+    return bool(key) and all(c in _SYMBOLS for c in key)
+
+
+def _not_an_operator(where: str, key: str) -> FilterError:
+    hint = _DID_YOU_MEAN.get(key)
+    fix = f"did you mean {hint!r}? " if hint else ""
+    return FilterError(
+        f"{where}: {key!r} is not an operator; {fix}operators are {', '.join(_SYMBOLIC)}, in, not_in,"
+        " contains, matches, exists"
+    )
+
+
+def _check_operator_keys(expected: dict[str, Any], where: str, path: str) -> None:
+    """An object under a path with an operator-looking key must be a pure comparison."""
+    ops = [k for k in expected if k in OPERATORS]
+    for key in expected:
+        if key not in OPERATORS and _looks_like_operator(key):
+            raise _not_an_operator(f"{where}.{key}", key)
+    if ops and len(ops) < len(expected):
+        others = [k for k in expected if k not in OPERATORS]
+        words = [k for k in ops if not _looks_like_operator(k)]
+        fix = (
+            f"; a payload field named {words[0]!r} is written as a dotted path, '{path}.{words[0]}'"
+            if words
+            else ""
+        )
+        raise FilterError(
+            f"{where}: mixes operators ({', '.join(ops)}) with field names ({', '.join(others)}); an object is"
+            f" either all operators (a comparison) or a nested filter: put each in its own $and entry{fix}"
+        )
 
 
 def validate(flt: Any, where: str = "event_filter", depth: int = 0) -> None:
@@ -64,6 +122,15 @@ def validate(flt: Any, where: str = "event_filter", depth: int = 0) -> None:
             continue
         if not key or any(not part for part in key.split(".")):
             raise FilterError(f"{here}: a path must be keys joined with single dots")
+        for part in key.split("."):
+            if part in OPERATORS and _looks_like_operator(part):
+                raise FilterError(
+                    f"{here}: {part!r} is an operator, not a path; put it under one: {{'path': {{{part!r}: 1}}}}"
+                )
+            if _looks_like_operator(part):
+                raise _not_an_operator(here, part)
+        if isinstance(expected, dict):
+            _check_operator_keys(expected, here, key)
         if _is_operator_object(expected):
             for op, value in expected.items():
                 if op in ("in", "not_in") and not isinstance(value, list):

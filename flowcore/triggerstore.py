@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flowcore import dag
 from flowcore.errors import NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace
 from flowcore.store import WorkflowStore
@@ -45,7 +46,8 @@ class TriggerStore:
 
     async def create(self, workflow_id: str, spec: TriggerSpec, *, now: float | None = None) -> Trigger:
         """Store a validated trigger on an existing template workflow."""
-        await self.workflows.load_summary(workflow_id)  # NotFound names the workflow
+        template = await self.workflows.load_summary(workflow_id)  # NotFound names the workflow
+        dag.check_runnable(template.definition)  # its fires would each make a run that does nothing
         now = time.time() if now is None else now
         trigger = Trigger(
             id=new_trigger_id(), workflow_id=workflow_id, spec=spec.checked(), created_at=now, enabled=spec.enabled

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flowcore import dag
 from flowcore.errors import Conflict, InvalidInput
 from flowcore.firing import Fire, FireOutcome, FireResult, Firing
 from flowcore.policy import check_definition
@@ -175,6 +176,7 @@ async def trigger_workflow(request: Request) -> Response:
     template_id = request.path_params["workflow_id"]
     fire = firing(request)
     summary = await fire.store.load_summary(template_id)  # always read: the template may have been deleted
+    dag.check_runnable(summary.definition)
     check_definition(summary.definition, policy_of(request))
     now = time.time()
     result = await fire.fire(

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flowcore import dag, engine
-from flowcore.engine import EngineEnv
+from flowcore.engine import EngineEnv, Plan
 from flowcore.errors import InvalidInput, NotFound
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.policy import check_definition
@@ -47,6 +47,8 @@ async def submit(
     store: WorkflowStore, definition: WorkflowDefinition, *, start: bool, origin: Origin | None = None
 ) -> Snapshot:
     """Create (and start) a workflow; returns it as committed. Its trace starts here (flowcore.tracing)."""
+    if start:
+        dag.check_runnable(definition)
     kind = origin.kind if origin is not None else "api"
     root = WorkflowRoot(definition.name, origin_kind=kind, trigger_id=origin.trigger_id if origin else None)
     wf_id = await store.create(definition, origin=origin, trace=root.traceparent)
@@ -100,7 +102,12 @@ async def start_workflow(request: Request) -> Response:
     """Start a pending workflow; 409 when it has already started."""
     store = store_of(request)
     wf_id = request.path_params["workflow_id"]
-    plan = await store.transact(wf_id, lambda snap: engine.start(snap, EngineEnv()))
+
+    def start(snap: Snapshot) -> Plan:
+        dag.check_runnable(snap.definition)
+        return engine.start(snap, EngineEnv())
+
+    plan = await store.transact(wf_id, start)
     return JSONResponse(workflow_view(plan.snap), status_code=202)
 
 

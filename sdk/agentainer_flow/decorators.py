@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
+from agentainer_flow.capture import remember_scope
 from agentainer_flow.errors import ValidationError
 
 StepKind = Literal["sequential", "parallel", "map", "reduce"]
@@ -173,8 +174,9 @@ def workflow(
 ) -> Callable[[C], C]:
     """Mark a class as a workflow named ``name``; its ``@step`` methods and branch attributes are the steps.
 
-    ``image`` is the default image of its steps. The class must be importable at module level and
-    constructible without arguments: each Python-function step runs ``YourClass().method(ctx)``.
+    ``image`` is the default image of its steps. The class must be constructible without arguments:
+    each Python-function step runs ``YourClass().method(ctx)``. It may be defined inside a function
+    (a test): the variables it reads from there are shipped with it (:mod:`agentainer_flow.capture`).
     """
     if not isinstance(name, str) or not name:
         raise ValidationError("@workflow needs a name: @workflow('my-workflow')", field="name")
@@ -189,6 +191,7 @@ def workflow(
         if not isinstance(cls, type):
             raise ValidationError("@workflow decorates classes")
         setattr(cls, WORKFLOW_ATTR, spec)
+        remember_scope(cls)  # a class defined in a function ships the variables it reads from there
         return cls
 
     return decorate

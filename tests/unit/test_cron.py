@@ -116,11 +116,12 @@ def test_fires_between_lists_each_fire_in_the_window() -> None:
 
 @pytest.mark.parametrize(
     ("expr", "needle"),
-    [("", "non-empty"), ("* * * *", "expected 5 fields"), ("60 * * * *", "minute 60 is outside 0-59"),
-     ("* 24 * * *", "hour 24"), ("* * 0 * *", "day of month 0"), ("* * * 13 *", "month 13"),
-     ("* * * * 8", "day of week 8"), ("*/0 * * * *", "at least 1"), ("5-1 * * * *", "backwards"),
+    [("", "non-empty"), ("* * * *", "expected 5 fields"), ("0 * * * * *", "expected 5 fields"),
+     ("60 * * * *", "minute 60 is outside 0-59"), ("* 24 * * *", "hour 24"), ("* * 0 * *", "day of month 0"),
+     ("* * * 13 *", "month 13"), ("* * * * 8", "day of week 8"), ("1-70 * * * *", "minute 70 is outside 0-59"),
+     ("*/0 * * * *", "the minute field '*/0'"), ("5-1 * * * *", "the minute field '5-1'"),
      ("@every", "@every needs"), ("@every 0s", "at least 1s"), ("@fortnightly", "unknown descriptor"),
-     ("a * * * *", "not a valid minute"), ("1,,2 * * * *", "not a valid minute")],
+     ("a * * * *", "the minute field 'a'"), ("1,,2 * * * *", "the minute field '1,,2'")],
 )
 def test_bad_expressions_name_the_problem(expr: str, needle: str) -> None:
     with pytest.raises(InvalidInput) as info:
@@ -142,3 +143,29 @@ def test_unknown_timezones_are_refused(name: str) -> None:
     with pytest.raises(InvalidInput) as info:
         cron.zone(name)
     assert info.value.field == "timezone"
+
+
+def test_autumn_daily_job_in_the_repeated_hour_fires_once() -> None:
+    # Paris 2026-10-25 03:00 CEST -> 02:00 CET: 02:30 happens twice; croniter 7.0 fires at both.
+    assert fires("30 2 * * *", utc(2026, 10, 24, 12), PARIS, 2) == ["2026-10-25 00:30Z", "2026-10-26 01:30Z"]
+
+
+def test_from_the_second_occurrence_of_a_repeated_hour_the_next_fire_is_tomorrow() -> None:
+    # 06:10Z is 01:10 EST, the second 01:10 of 2026-11-01 in New York; 01:30 EDT (05:30Z) is past.
+    spec = cron.parse("30 1 * * *")
+    assert cron.next_fire(spec, utc(2026, 11, 1, 6, 10), NY) == utc(2026, 11, 2, 6, 30)
+    every_minute_of_the_hour = cron.parse("* 1 * * *")  # minute wildcard: real time, both occurrences
+    assert cron.next_fire(every_minute_of_the_hour, utc(2026, 11, 1, 6, 10), NY) == utc(2026, 11, 1, 6, 11)
+
+
+def test_every_fires_once_per_interval_across_dst_changes() -> None:
+    spec = cron.parse("@every 1d")
+    anchor = utc(2026, 10, 24, 0, 30)  # 02:30 CEST
+    got = cron.fires_between(spec, anchor, utc(2026, 10, 27), PARIS, anchor=anchor)
+    assert got == [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 0, 30)]  # 24 h apart, once on the DST day
+
+
+def test_cronsim_extensions_last_day_and_nth_weekday() -> None:
+    assert fires("0 0 L * *", utc(2026, 2, 1), cron.zone("UTC"), 2) == ["2026-02-28 00:00Z", "2026-03-31 00:00Z"]
+    assert fires("0 9 * * mon#2", utc(2026, 11, 1), cron.zone("UTC"), 1) == ["2026-11-09 09:00Z"]
+    assert fires("0 0 * * 5L", utc(2026, 11, 1), cron.zone("UTC"), 1) == ["2026-11-27 00:00Z"]

@@ -6,6 +6,7 @@ import pytest
 
 from flowcore.dag import (
     ancestors,
+    check_runnable,
     control_targets,
     descendants,
     effective_deps,
@@ -398,3 +399,11 @@ def test_parallel_item_is_allowed_and_static_inputs_are_not_templates() -> None:
     )
     validate(defn)
     assert effective_deps(defn)["p"] == frozenset()
+
+
+def test_a_definition_without_steps_is_valid_but_cannot_run() -> None:
+    validate(wf())  # created to hold state, as create_workflow(name=...) does
+    with pytest.raises(InvalidInput) as info:
+        check_runnable(wf())
+    assert info.value.field == "steps" and "at least one step to run" in info.value.message
+    check_runnable(wf(seq("a")))

@@ -48,6 +48,7 @@ PAYLOAD: dict[str, Any] = {
         ({"$and": [{"bucket": "input-data"}, {"flag": False}]}, False),
         ({"$not": {"bucket": "x"}}, True),
         ({"bucket": "input-data", "object": {"tags": {"contains": "nope"}}}, False),
+        ({"object.tags.in": 1}, False),  # a field named like a word operator: a dotted path
     ],
 )
 def test_matching(flt: dict[str, Any], expected: bool) -> None:
@@ -73,6 +74,13 @@ def test_odd_payloads_never_raise(payload: Any) -> None:
         ({"a": {"matches": "("}}, "invalid regular expression"),
         ({"a": {"exists": "yes"}}, "'exists' needs true or false"),
         ({"a": {"b": {"matches": 3}}}, "event_filter.a.b"),
+        # what looks like an operator must be one (docs/triggers.md)
+        ({"a": {"=<": 1}}, "event_filter.a.=<: '=<' is not an operator; did you mean '<='?"),
+        ({"a": {"b": {"=": 1}}}, "event_filter.a.b.=: '=' is not an operator; did you mean '=='?"),
+        ({"a.!": 1}, "event_filter.a.!: '!' is not an operator"),
+        ({"<=": 1}, "event_filter.<=: '<=' is an operator, not a path"),
+        ({"a": {">": 1, "b": 2}}, "event_filter.a: mixes operators"),
+        ({"a": {"exists": True, "b": 2}}, "written as a dotted path, 'a.exists'"),
     ],
 )
 def test_invalid_filters_name_the_place(flt: Any, needle: str) -> None:

@@ -181,15 +181,3 @@ def test_top_level_imports_missing_in_the_image_are_tolerated(tmp_path: Path, to
     assert result["output"] == {"double": [2, 4, 6], "caught": "caught", "json": "1"}
     failed = run_step(tmp_path, fns["needs_httpx"], document("needs_httpx"))
     assert failed["error"].startswith("ModuleNotFoundError: httpx is not available in this step's image")
-
-
-def test_a_class_defined_in_a_function_cannot_ship_its_steps() -> None:
-    from agentainer_flow import ValidationError, step, workflow
-
-    @workflow("local")
-    class Local:
-        @step(image="i")
-        def a(self, ctx: Any) -> None: ...
-
-    with pytest.raises(ValidationError, match="module level"):
-        definition_of(Local)
