@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import lru_cache
 from typing import Any, Literal
 
 from flowcore.models import PoolOptions
@@ -36,10 +36,9 @@ class PoolKey:
     user: str = "65534:65534"  # uid:gid of the task processes (the agent itself runs as root)
     read_only_root: bool = True
 
-    @cached_property
-    def hash(self) -> str:  # per task on the hot path: computed once per key
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    @property
+    def hash(self) -> str:  # per task on the hot path: computed once per distinct key
+        return _key_hash(self)
 
     def to_label(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -51,6 +50,12 @@ class PoolKey:
 
     def describe(self) -> dict[str, Any]:
         return {"hash": self.hash, **asdict(self)}
+
+
+@lru_cache(maxsize=4096)
+def _key_hash(key: PoolKey) -> str:
+    canonical = json.dumps(asdict(key), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def resolve_policy(request: TaskRequest, settings: PoolSettings | TaskPolicySection) -> TaskPolicy:
