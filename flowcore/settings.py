@@ -184,6 +184,9 @@ class ApiToken(BaseModel):
 class GatewaySettings(_PoolPeer):
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8081, ge=1, le=65535)
+    reuse_port: bool = Field(
+        False, description="Bind with SO_REUSEPORT so that several gateway processes serve one port (FLOW_PROCESSES)."
+    )
     tokens: list[SecretStr] = Field(default_factory=list, description="Accepted API tokens (admin scope).")
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="Scoped tokens, by hash: [{name, hash, scopes, workflows?}]."

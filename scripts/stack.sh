@@ -13,7 +13,8 @@
 #                             service ids and are left alone; FLOW_DOWN_ALL=1 removes every flow container.
 #   scripts/stack.sh status   what runs and what answers
 #
-# Environment: FLOW_REDIS_PORT (6390), FLOW_STACK_TIMEOUT_S (60), FLOW_SERVICE_ID (pool-1). Any FLOW_* variable set when calling
+# Environment: FLOW_REDIS_PORT (6390), FLOW_STACK_TIMEOUT_S (60), FLOW_SERVICE_ID (pool-1), FLOW_PROCESSES (the
+# core count: worker and gateway processes, the gateways sharing :8081 with SO_REUSEPORT). Any FLOW_* variable set when calling
 # `up` is passed to the processes, on top of .flow/stack.env.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
@@ -28,6 +29,9 @@ LEGACY_PIDFILE="$FLOW_DIR/honcho.pid" # stacks started before the supervisor rep
 STACK_LOG="$FLOW_DIR/logs/stack.log"
 STACK_ENV="$FLOW_DIR/stack.env"
 TIMEOUT_S="${FLOW_STACK_TIMEOUT_S:-60}"
+# Workers and gateways per machine: one setting, the core count by default.
+PROCESSES="${FLOW_PROCESSES:-$(nproc 2>/dev/null || echo 1)}"
+case "$PROCESSES" in '' | *[!0-9]* | 0) die "FLOW_PROCESSES must be a positive integer, not '$PROCESSES'" ;; esac
 PY="$REPO_ROOT/.venv/bin/python"
 SERVICE_ID="${FLOW_SERVICE_ID:-pool-1}"
 
@@ -71,13 +75,14 @@ write_env() {
         echo "FLOW_POOL__URL=$POOL_URL"
         echo "FLOW_SERVICE_ID=$SERVICE_ID"
         echo "PYTHONUNBUFFERED=1"
+        [ "$PROCESSES" -gt 1 ] && echo "FLOW_REUSE_PORT=true"
         # A development stack lets trusted example steps use the host's network (the URL examples
         # fetch pages served on loopback). A production configuration leaves both unset: docs/security.md.
         echo "FLOW_POLICY__ALLOW_HOST_NETWORK=true"
         echo 'FLOW_POLICY__ALLOWED_NETWORKS=["none","host"]'
         [ -n "${DOCKER_API_VERSION:-}" ] && echo "DOCKER_API_VERSION=$DOCKER_API_VERSION"
         # Caller overrides last, so they win.
-        env | grep -E '^FLOW_[A-Z0-9_]+=' | grep -v -E '^FLOW_(REDIS_PORT|STACK_TIMEOUT_S)=' || true
+        env | grep -E '^FLOW_[A-Z0-9_]+=' | grep -v -E '^FLOW_(REDIS_PORT|STACK_TIMEOUT_S|PROCESSES)=' || true
     } >"$STACK_ENV"
 }
 
@@ -99,8 +104,9 @@ cmd_up() {
         printf '\n==== %s: stack up ====\n' "$(date -Is)" >>"$STACK_LOG"
         log "starting scripts/supervise.py -f Procfile -e .flow/stack.env (log .flow/logs/stack.log)"
         # Own session: `down` can signal the whole process group, and the stack outlives this shell.
+        log "$PROCESSES worker and $PROCESSES gateway process(es) (FLOW_PROCESSES)"
         setsid "$PY" "$REPO_ROOT/scripts/supervise.py" -f Procfile -e "$STACK_ENV" \
-            >>"$STACK_LOG" 2>&1 </dev/null &
+            -c "worker=$PROCESSES" -c "gateway=$PROCESSES" >>"$STACK_LOG" 2>&1 </dev/null &
         echo $! >"$SUPERVISOR_PIDFILE"
     fi
 
