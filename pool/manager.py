@@ -27,13 +27,21 @@ from pool.budget import ContainerBudget
 from pool.channel import StateHandler
 from pool.containers import ContainerFactory, PooledContainer
 from pool.keys import PoolConfig, PoolKey
-from pool.runtime import LABEL_FLOW, LABEL_KIND, LABEL_SERVICE, ContainerRuntime, ContainerSpec
+from pool.runtime import (
+    LABEL_FLOW,
+    LABEL_KIND,
+    LABEL_SERVICE,
+    ContainerRuntime,
+    ContainerSpec,
+    ContainerState,
+)
 from pool.stats import PoolStats, merge
 from pool.warm import WarmPool
 
 log = logging.getLogger(__name__)
 PROBE = ["python3", "-c", "import asyncio, json, socket, importlib.util"]
 HEALTH_PING_TIMEOUT_S = 5.0
+ADOPT_CONCURRENCY = 32  # containers adopted at once after a restart
 
 
 class PoolManager:
@@ -89,13 +97,20 @@ class PoolManager:
     async def adopt(self) -> int:
         """Adopt healthy idle pooled containers this service left; remove the rest (not agents)."""
         adopted: list[PooledContainer] = []
-        for state in await self._own_containers():
-            kind = state.labels.get(LABEL_KIND)
-            if kind == "agent":
-                continue  # long-running agents are pool.agents' business
-            container = await self.factory.adopt(state) if kind == "pooled" else None
+        states = [s for s in await self._own_containers() if s.labels.get(LABEL_KIND) != "agent"]
+        # All at once: each agent takes up to a second to reconnect, and a restarted pool service
+        # answers no task until adoption is done (in-flight workflows wait for it).
+        gate = asyncio.Semaphore(ADOPT_CONCURRENCY)
+
+        async def one(state: ContainerState) -> PooledContainer | None:
+            async with gate:
+                container = await self.factory.adopt(state) if state.labels.get(LABEL_KIND) == "pooled" else None
+                if container is None:
+                    await self.runtime.remove(state.container_id)
+                return container
+
+        for container in await asyncio.gather(*(one(s) for s in states)):
             if container is None:
-                await self.runtime.remove(state.container_id)
                 continue
             pool = self.pools.get(container.key.hash)
             if pool is None:
