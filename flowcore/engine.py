@@ -28,6 +28,9 @@ from flowcore.state import apply_state_ops
 from flowcore.taskinput import task_request
 from flowcore.transition import Transition
 
+POOL_BACKOFF_FIRST_S = 0.5
+POOL_BACKOFF_MAX_S = 10.0
+
 __all__ = [
     "Dispatch",
     "EngineEnv",
@@ -117,6 +120,8 @@ def complete(
     task.exec_ms = result.timings.exec_ms
     task.cpu_time_s = result.cpu_time_s
     task.peak_memory_bytes = result.peak_memory_bytes
+    task.pool_hit = result.pool_hit
+    task.output_truncated = result.output_truncated
     t.plan.log_lines = [LogLine(step_id, index, task.attempt, x.stream, x.line, x.ts) for x in result.logs]
     t.touch_task(task)
     if snap.status != WorkflowStatus.RUNNING:
@@ -127,6 +132,8 @@ def complete(
             t.plan.state_changes.update(_state_changes(snap, result.state_updates))
         except Exception as exc:  # an invalid update fails the task, it never half-applies
             error = TaskError(kind=ErrorKind.INVALID_OUTPUT, message=f"state update rejected: {exc}")
+    if error is None or error.kind != ErrorKind.POOL_UNAVAILABLE:
+        task.unavailable_since, task.unavailable_retries = None, 0  # a pool service answered
     if result.ok and error is None:
         task.status = TaskStatus.SUCCEEDED
         task.output = result.output
@@ -136,7 +143,9 @@ def complete(
     else:
         failure = error or TaskError(kind=ErrorKind.RUNTIME, message="task failed without an error")
         t.event("task", step_id=step_id, index=index, status="failed", error=failure.message)
-        if failure.kind in INFRASTRUCTURE_KINDS and task.takeovers < env.max_takeovers:
+        if failure.kind == ErrorKind.POOL_UNAVAILABLE and _wait_for_pool(t, task, failure, env):
+            pass  # dispatched again after a backoff
+        elif failure.kind in INFRASTRUCTURE_KINDS and task.takeovers < env.max_takeovers:
             task.takeovers += 1
             task.error = failure
             t.enqueue(task)
@@ -146,6 +155,20 @@ def complete(
     if claim_next:
         t.claim_successor()
     return t.plan
+
+
+def _wait_for_pool(t: Transition, task: TaskRecord, failure: TaskError, env: EngineEnv) -> bool:
+    """No pool service could be reached: dispatch the same attempt again after a backoff (0.5 s
+    doubling to 10 s), for up to ``env.pool_grace_s`` since the first miss; False once it has passed."""
+    since = task.unavailable_since if task.unavailable_since is not None else env.now
+    if env.now - since >= env.pool_grace_s:
+        return False
+    task.unavailable_since = since
+    task.unavailable_retries += 1
+    task.error = failure
+    delay_s = min(POOL_BACKOFF_FIRST_S * 2 ** (task.unavailable_retries - 1), POOL_BACKOFF_MAX_S)
+    t.enqueue(task, run_at=env.now + delay_s)
+    return True
 
 
 def _state_changes(snap: Snapshot, ops: list[StateOp]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class EngineEnv:
     new_token: Callable[[], str] = field(default=lambda: secrets.token_hex(4))
     lease_ttl_s: float = 5.0
     max_takeovers: int = 5
+    pool_grace_s: float = 300.0  # how long a task waits for an unreachable pool service to come back
 
 
 @dataclass

@@ -70,6 +70,12 @@ class TaskRecord(_Record):
     exec_ms: float | None = None
     cpu_time_s: float | None = Field(None, description="User + system CPU seconds of the last attempt.")
     peak_memory_bytes: int | None = Field(None, description="Peak resident memory of the last attempt, bytes.")
+    pool_hit: bool | None = Field(None, description="A warm container served the last attempt (None: not pooled).")
+    output_truncated: bool = Field(False, description="The output is the start of a longer stdout.")
+    unavailable_since: float | None = Field(
+        None, description="When the pool services first could not be reached for this task (it waits, up to a grace)."
+    )
+    unavailable_retries: int = 0
     history: list[AttemptSummary] = Field(default_factory=list)
 
     @property

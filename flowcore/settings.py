@@ -267,6 +267,9 @@ class WorkerSettings(_PoolPeer):
     lease_renew_s: float = Field(1.0, gt=0.05)
     reaper_interval_s: float = Field(1.0, gt=0.05)
     max_takeovers: int = Field(5, ge=1, description="Takeovers of one attempt before it fails as lost.")
+    pool_grace_s: float = Field(
+        300.0, ge=0, description="How long a task waits (with backoff) for an unreachable pool service to come back."
+    )
     claim_timeout_s: float = Field(
         5.0, gt=0, description="A queued task whose job left the queue but was not claimed by then is re-dispatched."
     )

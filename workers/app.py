@@ -62,6 +62,7 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
             lease_ttl_s=settings.lease_ttl_s,
             lease_renew_s=settings.lease_renew_s,
             max_takeovers=settings.max_takeovers,
+            pool_grace_s=settings.pool_grace_s,
             marker_ttl_s=settings.job_marker_ttl_s,
             commit_patience_s=settings.commit_patience_s,
         )

@@ -47,6 +47,7 @@ class TaskRunner:
         lease_ttl_s: float,
         lease_renew_s: float,
         max_takeovers: int,
+        pool_grace_s: float = 300.0,
         marker_ttl_s: float = 30.0,
         commit_patience_s: float = 120.0,
     ) -> None:
@@ -58,11 +59,17 @@ class TaskRunner:
         self.lease_ttl_s = lease_ttl_s
         self.lease_renew_s = lease_renew_s
         self.max_takeovers = max_takeovers
+        self.pool_grace_s = pool_grace_s  # how long a task waits for a pool service to come back
         self.marker_ttl_s = marker_ttl_s  # arq's in-progress marker of the job, renewed with the lease
         self.commit_patience_s = commit_patience_s  # how long a result waits for Redis to come back
 
     def env(self) -> EngineEnv:
-        return EngineEnv(now=time.time(), lease_ttl_s=self.lease_ttl_s, max_takeovers=self.max_takeovers)
+        return EngineEnv(
+            now=time.time(),
+            lease_ttl_s=self.lease_ttl_s,
+            max_takeovers=self.max_takeovers,
+            pool_grace_s=self.pool_grace_s,
+        )
 
     async def transact(
         self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan], task: tuple[str, int] | None = None

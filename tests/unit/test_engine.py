@@ -421,7 +421,46 @@ def test_pool_unavailable_is_handed_over_without_spending_an_attempt() -> None:
     results = iter([fail(ErrorKind.POOL_UNAVAILABLE, "pool gone"), ok("fine")])
     d.run(lambda s, i, doc: next(results))
     task = d.snap.tasks["a:0"]
-    assert task.attempt == 1 and task.takeovers == 1 and d.snap.status == WorkflowStatus.COMPLETED
+    assert task.attempt == 1 and task.takeovers == 0 and d.snap.status == WorkflowStatus.COMPLETED
+    assert task.unavailable_since is None and task.unavailable_retries == 0  # a pool answered: reset
+
+
+def test_a_task_waits_for_its_pool_service_with_backoff_up_to_the_grace() -> None:
+    """Issue 12: a pool service restart of a minute must not fail the workflows in flight."""
+    d = Driver({"name": "x", "steps": [{"id": "a", **IMG, "retry": {"max_attempts": 1}}]})
+    d.start()
+    delays = []
+    for _ in range(12):  # 0.5 + 1 + 2 + 4 + 8 + 10 * 7 = 85.5 s of waiting, then 1 s per failure
+        step, index, token = d.queue.pop(0)
+        d.claim(step, index, token)
+        d.now += 1
+        plan = d.complete(step, index, token, fail(ErrorKind.POOL_UNAVAILABLE, "pool gone"))
+        (dispatch,) = plan.dispatch
+        assert dispatch.run_at is not None
+        delays.append(round(dispatch.run_at - d.now, 3))
+        d.now = dispatch.run_at
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+    task = d.snap.tasks["a:0"]
+    assert task.attempt == 1 and task.takeovers == 0 and d.snap.status == WorkflowStatus.RUNNING
+    # The pool comes back: the task runs and the wait is forgotten.
+    d.run(lambda s, i, doc: ok("back"))
+    assert d.snap.status == WorkflowStatus.COMPLETED and d.snap.tasks["a:0"].output == "back"
+
+
+def test_past_the_grace_an_unreachable_pool_fails_the_attempt() -> None:
+    d = Driver({"name": "x", "steps": [{"id": "a", **IMG, "retry": {"max_attempts": 1}}]})
+    d.start()
+    d.env_factory = (lambda make: lambda: EngineEnv(**{**make().__dict__, "pool_grace_s": 5.0}))(d.env_factory)
+    for _ in range(10):
+        if not d.queue:
+            break
+        step, index, token = d.queue.pop(0)
+        d.claim(step, index, token)
+        d.now += 2
+        d.complete(step, index, token, fail(ErrorKind.POOL_UNAVAILABLE, "pool gone"))
+    task = d.snap.tasks["a:0"]
+    assert task.status.value == "failed" and task.error is not None
+    assert task.error.kind == ErrorKind.POOL_UNAVAILABLE and d.snap.status == WorkflowStatus.FAILED
 
 
 def test_complete_records_the_task_resource_usage() -> None:
