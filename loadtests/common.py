@@ -39,6 +39,19 @@ def api() -> httpx.Client:
     return httpx.Client(base_url=gateway_url(), headers={"Authorization": f"Bearer {token()}"}, timeout=30)
 
 
+# A workflow the engine finishes by itself (its branch skips the one container step): what a trigger
+# starts when intake, not container work, is measured. A workflow without steps cannot run.
+ENGINE_ONLY: list[dict[str, Any]] = [
+    {"id": "gate", "type": "branch", "condition": {"field": "input.never", "op": "exists"}, "then": ["never"]},
+    {"id": "never", "image": "agentainer-flow/python:3.11", "command": "true"},
+]
+
+
+def delivery_body(delivery_id: str) -> bytes:
+    """The body of the webhook load test's delivery ``delivery_id`` (its replays send the same bytes)."""
+    return json.dumps({"delivery": delivery_id, "ref": "refs/heads/main", "commits": [{"id": delivery_id}]}).encode()
+
+
 def create_template(client: httpx.Client, name: str, steps: list[dict[str, Any]] | None = None) -> str:
     r = client.post("/v1/workflows", json={"name": name, "steps": steps or [], "labels": {"loadtest": name}})
     r.raise_for_status()

@@ -60,7 +60,7 @@ def measure(rate: float = 100, seconds: float = 10) -> dict[str, Any]:
     event_type = f"loadtest.latency.{int(time.time())}"  # this run's own type
     with api() as client:
         wf_id = create_template(client, "loadtest-latency", steps=[
-            {"id": "first", "image": IMAGE, "command": ["true"], "pool": {"min_size": 4, "max_size": 8}}])
+            {"id": "first", "image": IMAGE, "command": ["true"], "pool": {"min_size": 4, "max_size": 8, "scope": "image"}}])
         trigger = create_trigger(client, wf_id, {"type": "event", "config": {"event_type": event_type}})
         # Warm the pool once so the run measures warm starts, as a stack in service would have them.
         warm = client.post(f"/v1/workflows/{wf_id}/trigger").json()["workflow_id"]

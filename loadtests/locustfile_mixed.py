@@ -14,7 +14,7 @@ from typing import Any
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from loadtests.common import IMAGE, Ledger, api, create_template, create_trigger
+from loadtests.common import ENGINE_ONLY, IMAGE, Ledger, api, create_template, create_trigger
 
 LEDGER = Ledger("mixed")
 AUTH = {"Authorization": "Bearer default-token"}
@@ -25,7 +25,7 @@ _counter = itertools.count()
 @events.test_start.add_listener
 def _setup(environment: Environment, **_: Any) -> None:
     with api() as client:
-        wf_id = create_template(client, "loadtest-mixed")
+        wf_id = create_template(client, "loadtest-mixed", ENGINE_ONLY)
         trigger = create_trigger(client, wf_id, {"type": "event", "config": {"event_type": EVENT_TYPE}})
         state_wf = create_template(client, "loadtest-mixed-state")
     LEDGER.setup = {"template_id": wf_id, "trigger_id": trigger["id"], "state_workflow": state_wf}
@@ -104,7 +104,7 @@ class SdkLikeUser(FastHttpUser):
     @task(1)
     def submit(self) -> None:
         definition = {"name": "loadtest-mixed-run", "labels": {"loadtest": "mixed"},
-                      "steps": [{"id": "s", "image": IMAGE, "command": ["true"]}]}
+                      "steps": [{"id": "s", "image": IMAGE, "command": ["true"], "pool": {"scope": "image"}}]}
         r = self.client.post("/v1/workflows?start=true", json=definition, name="submit workflow", headers=AUTH)
         if r.status_code == 201:
             with LEDGER.lock:

@@ -24,7 +24,7 @@ DEFINITION = {
     "name": "loadtest-submit",
     "labels": {"loadtest": "submit"},
     "steps": [{"id": "work", "image": IMAGE, "command": ["python3", "-c", "print(sum(range(1000)))"],
-               "pool": {"min_size": 2, "max_size": 8}}],
+               "pool": {"min_size": 2, "max_size": 8, "scope": "image"}}],
 }
 
 

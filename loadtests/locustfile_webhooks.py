@@ -1,6 +1,6 @@
 """Webhook burst: GitHub-signed deliveries as fast as the gateway takes them; one in ten is a replay
 of an accepted delivery (must start nothing new), one in ten carries a bad signature (must be 401
-and start nothing). The template has no steps, so what is measured is intake: signature check, the
+and start nothing). The template finishes in the engine (a branch skips its one step), so what is measured is intake: signature check, the
 fire's transaction and the answer.
 
     locust -f loadtests/locustfile_webhooks.py --headless -u 50 -r 50 -t 30s --host http://127.0.0.1:8081
@@ -9,7 +9,6 @@ fire's transaction and the answer.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from typing import Any
 
@@ -17,7 +16,7 @@ from locust import FastHttpUser, events, task
 from locust.env import Environment
 
 from flowcore.signatures import SignaturePreset, WebhookAuth, sign
-from loadtests.common import Ledger, api, create_template, create_trigger
+from loadtests.common import ENGINE_ONLY, Ledger, api, create_template, create_trigger, delivery_body
 
 SECRET = "loadtest-webhook-secret"
 AUTH = WebhookAuth(SignaturePreset.GITHUB, SECRET)
@@ -29,7 +28,7 @@ _counter = itertools.count()
 @events.test_start.add_listener
 def _setup(environment: Environment, **_: Any) -> None:
     with api() as client:
-        wf_id = create_template(client, "loadtest-webhooks")
+        wf_id = create_template(client, "loadtest-webhooks", ENGINE_ONLY)
         trigger = create_trigger(client, wf_id, {"type": "webhook", "config": {"signature": "github", "secret": SECRET}})
     LEDGER.setup = {"template_id": wf_id, "trigger_id": trigger["id"], "url": trigger["webhook_url"]}
 
@@ -42,7 +41,7 @@ def _teardown(environment: Environment, **_: Any) -> None:
 
 
 def _delivery(delivery_id: str, auth: WebhookAuth) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"delivery": delivery_id, "ref": "refs/heads/main", "commits": [{"id": delivery_id}]}).encode()
+    body = delivery_body(delivery_id)
     headers = {"content-type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery_id,
                **sign(auth, body)}
     return body, headers
