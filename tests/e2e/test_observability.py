@@ -50,9 +50,12 @@ def test_pooled_cold_failing_and_retried_runs(client: httpx.Client) -> None:
     assert set(pooled["step_metrics"]) == {"a", "b"} and pooled["duration"] > 0 and pooled["end_time"]
     for s in pooled["step_metrics"].values():
         assert s["status"] == "succeeded" and s["agent_pooled"] is True and s["mode"] in ("agent", "exec")
-        assert s["container_id"] and s["attempts"] == 1 and s["warm_dispatches"] == 1
+        assert s["container_id"] and s["attempts"] == 1 and s["warm_dispatches"] + s["cold_dispatches"] == 1
         assert s["execution_s"] is not None and s["queue_wait_s"] is not None
-    assert pooled["resource_usage"]["warm_dispatches"] == 2 and pooled["resource_usage"]["pool_efficiency"] == 100.0
+    # The workflow's pool starts its container for a (cold, as the pool service counts it); b finds it warm.
+    steps = pooled["step_metrics"]
+    assert steps["a"]["cold_dispatches"] == 1 and steps["b"]["warm_dispatches"] == 1
+    assert pooled["resource_usage"]["warm_dispatches"] == 1 and pooled["resource_usage"]["pool_efficiency"] == 50.0
     assert_usage_is_sane(pooled["resource_usage"])
 
     _, cold = finished(client, {"name": "m-cold", "steps": [step("c", "print(json.dumps(3))", mode="cold")]}, "completed")
