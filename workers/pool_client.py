@@ -58,6 +58,15 @@ class PoolClient:
             if response.status_code == 200:
                 return TaskResult.model_validate_json(response.content)
             last_error = f"pool service answered {response.status_code}: {response.text[:500]}"
+            if response.status_code == 413:  # the step's input (or env, or source) is too large to send
+                size = len(response.request.content)
+                return _failed(
+                    request,
+                    ErrorKind.INPUT,
+                    f"the task is {size} bytes of JSON (its input, env and function source), more than the pool "
+                    "service takes (FLOW_MAX_BODY_BYTES of the pool, 8 MiB by default): pass large data by "
+                    "reference (a path or URL in the input, an object store) instead of inline",
+                )
             if response.status_code < 500:
                 return _failed(request, ErrorKind.RUNTIME, last_error)
             await asyncio.sleep(0.2 * (attempt + 1))

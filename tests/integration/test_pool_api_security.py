@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from flowcore.errors import ConfigError
 from flowcore.keyspace import Keyspace
-from flowcore.pool_api import TaskRequest
+from flowcore.pool_api import ErrorKind, TaskRequest
 from flowcore.poolsigning import sign
 from flowcore.settings import GatewaySettings, PoolClientSection, PoolSettings, RedisSection
 from gateway.app import create_app as create_gateway
@@ -320,6 +320,21 @@ def gateway_settings(pool_settings: PoolSettings, redis_url: str) -> Iterator[Ga
         tokens=[SecretStr("user-token")],
         pool_token=pool_settings.pool_token,
     )
+
+
+async def test_a_task_too_large_to_send_fails_as_an_input_error(pool_settings: PoolSettings, base_image: str) -> None:
+    """The pool API's body limit met by a step's input: a clear, non-retried input_error (was 'runtime')."""
+    small = pool_settings.model_copy(update={"max_body_bytes": 64 * 1024})
+    async with served(small) as url:
+        worker = PoolClient(token=small.pool_token.get_secret_value())
+        try:
+            task = TaskRequest.model_validate({**task_body(base_image), "input": {"blob": "x" * 100_000}})
+            result = await worker.execute(url, task)
+        finally:
+            await worker.aclose()
+    assert not result.ok and result.error is not None
+    assert result.error.kind == ErrorKind.INPUT and not result.error.retriable
+    assert "pass large data by reference" in result.error.message and "bytes of JSON" in result.error.message
 
 
 async def test_workers_and_gateway_send_the_pool_token(
