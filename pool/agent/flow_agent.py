@@ -61,6 +61,7 @@ try:  # a package on the host (tests, the pool's imports); sibling files in a co
     from .flow_agent_functions import Zygote
     from .flow_agent_wire import (
         MAX_LINE_BYTES,
+        MAX_LOG_BYTES,
         MAX_STDOUT_BYTES,
         PROTOCOL_VERSION,
         LogSender,
@@ -78,6 +79,7 @@ except ImportError:  # pragma: no cover - the in-container layout
     from flow_agent_functions import Zygote  # type: ignore[no-redef,import-not-found,unused-ignore]
     from flow_agent_wire import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         MAX_LINE_BYTES,
+        MAX_LOG_BYTES,
         MAX_STDOUT_BYTES,
         PROTOCOL_VERSION,
         LogSender,
@@ -95,6 +97,7 @@ TOKEN_ENV = "FLOW_AGENT_TOKEN"
 DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_ZYGOTES = 4
 STATE_TIMEOUT_S = 30.0
+DONE_SLACK_BYTES = 64 * 1024  # a done message's own fields, besides its result and log lines
 
 __all__ = ["decode_message", "encode_message", "main"]
 
@@ -459,6 +462,15 @@ class Runner:
                     reply = {k: v for k, v in reply.items() if k in ("ok", "found", "value", "error")}
                     writer.write(encode_message({"t": "state_reply", "rid": message.get("rid"), **reply}))
                 elif kind == "done":
+                    # The child checks its own result's size, but it runs the step's code: the agent
+                    # bounds what it relays (the result, and the last log lines that ride along).
+                    limit = int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES) + MAX_LOG_BYTES
+                    if len(line) > limit + DONE_SLACK_BYTES:
+                        message = {
+                            "exit_code": 0,
+                            "output_error": f"the function's answer is {len(line)} bytes, larger than the limit of "
+                            f"{limit} bytes (its result and its last log lines)",
+                        }
                     if not done.done():
                         done.set_result(message)
                     return

@@ -56,6 +56,24 @@ async def test_a_function_result_past_the_cap_fails_with_the_reason(pool: PoolSe
     assert result.error.kind == ErrorKind.INVALID_OUTPUT and "larger than the limit" in result.error.message
 
 
+async def test_a_function_that_answers_past_its_own_check_is_bounded_by_the_agent(
+    pool: PoolServices, base_image: str
+) -> None:
+    """Hostile step code skips the child's size check and writes a huge answer to its task socket."""
+    source = (
+        "def sneak(ctx):\n"
+        "    import gc, os\n"
+        "    channel = next(o for o in gc.get_objects() if type(o).__name__ == 'ChildChannel')\n"
+        "    channel.send({'t': 'done', 'exit_code': 0, 'has_output': True, 'output': 'x' * (30 * 1024 * 1024)})\n"
+        "    os._exit(0)\n"
+    )
+    result = await pool.dispatcher.execute(
+        make_task(base_image, function={"module": "m", "qualname": "sneak", "source": source}, mode=DispatchMode.AGENT)
+    )
+    assert not result.ok and result.error is not None and result.output is None
+    assert result.error.kind == ErrorKind.INVALID_OUTPUT and "larger than the limit" in result.error.message
+
+
 async def test_a_state_value_past_the_limit_is_refused_to_step_code(
     pool: PoolServices, base_image: str, redis_url: str
 ) -> None:
