@@ -180,16 +180,7 @@ def _state_changes(snap: Snapshot, ops: list[StateOp]) -> dict[str, Any]:
 
 def lost(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) -> Plan:
     """The lease of a running task lapsed (its worker died): hand the same attempt to another worker."""
-    t = Transition(snap, env)
-    member = lease_member(snap.wf_id, step_id, index, token)
-    t.plan.lease_remove.append(member)
-    task = _find_task(t, step_id, index, token)
-    if task is None or task.status != TaskStatus.RUNNING or snap.status != WorkflowStatus.RUNNING:
-        t.plan.note = "stale"
-        return t.plan
-    t.take_over(task, "taken_over")
-    t.progress()
-    return t.plan
+    return _hand_over(snap, env, step_id, index, token, expected=TaskStatus.RUNNING, how="taken_over")
 
 
 def unclaimed(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) -> Plan:
@@ -198,14 +189,22 @@ def unclaimed(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: s
     again under a new token; the old job, should it ever run, is stale. A task claimed meanwhile, or
     finished, gives a plan that only forgets the old entry.
     """
+    return _hand_over(snap, env, step_id, index, token, expected=TaskStatus.QUEUED, how="requeued")
+
+
+def _hand_over(
+    snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str, *, expected: TaskStatus, how: str
+) -> Plan:
+    """The same attempt again under a new token, when the task is still ``expected`` (running: its
+    lease entry goes; queued: its queued entry goes); else a plan that only forgets the entry."""
     t = Transition(snap, env)
     member = lease_member(snap.wf_id, step_id, index, token)
-    t.plan.queued_remove.append(member)
+    (t.plan.lease_remove if expected == TaskStatus.RUNNING else t.plan.queued_remove).append(member)
     task = _find_task(t, step_id, index, token)
-    if task is None or task.status != TaskStatus.QUEUED or snap.status != WorkflowStatus.RUNNING:
+    if task is None or task.status != expected or snap.status != WorkflowStatus.RUNNING:
         t.plan.note = "stale"
         return t.plan
-    t.take_over(task, "requeued")
+    t.take_over(task, how)
     t.progress()
     return t.plan
 
