@@ -353,3 +353,39 @@ def _position(defn: WorkflowDefinition, step_id: str) -> int:
         if step.id == step_id:
             return i
     return len(defn.steps)
+
+
+_EDGE_RANK = {"control": 0, "dep": 1, "data": 2}
+
+
+def _edge_kind(field: str) -> tuple[str, str]:
+    """(kind, label) of an edge from the definition field that makes it: see :func:`graph_edges`."""
+    tail = field.rsplit(".", 1)[-1]
+    if tail == "depends_on":
+        return "dep", ""
+    if tail in ("then", "else", "default"):
+        return "control", tail
+    if tail == "targets":  # steps[i].cases[k].targets
+        case = field.rsplit(".", 1)[0].rsplit("[", 1)[-1].rstrip("]")
+        return "control", f"case {int(case) + 1}"
+    return "data", tail  # input, items, condition
+
+
+def graph_edges(defn: WorkflowDefinition) -> list[dict[str, str]]:
+    """The edges the engine schedules by (:func:`effective_deps`), for drawing: one per pair of steps.
+
+    Each is ``{"from", "to", "kind", "label"}``: ``to`` waits for ``from``. ``kind`` is ``control``
+    (``from`` is a branch or decision that chooses ``to``; label ``then``, ``else``, ``case N`` or
+    ``default``), ``dep`` (``depends_on``) or ``data`` (``to`` reads ``from``'s result through a path in
+    its ``input``, ``items`` or ``condition``, the label). When several fields join the same pair, the
+    first of control, dep, data names it. In definition order of ``to``, then of discovery.
+    """
+    best: dict[tuple[str, str], dict[str, str]] = {}
+    for step_id, dep, field in _edges(defn):
+        kind, label = _edge_kind(field)
+        key = (dep, step_id)
+        known = best.get(key)
+        if known is None or _EDGE_RANK[kind] < _EDGE_RANK[known["kind"]]:
+            best[key] = {"from": dep, "to": step_id, "kind": kind, "label": label}
+    position = {step.id: i for i, step in enumerate(defn.steps)}
+    return sorted(best.values(), key=lambda e: position.get(e["to"], len(position)))

@@ -33,7 +33,7 @@ from typing import Any
 
 from flowcore.models import StepStatus, WorkflowStatus
 from flowcore.pool_api import ErrorKind
-from flowcore.records import Snapshot, StepRecord, TaskRecord, TaskStatus
+from flowcore.records import Snapshot, StepRecord, TaskRecord, TaskStatus, first_task_start
 
 FINISHED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
 # A task that ended with one of these never got a result from a container in its last attempt.
@@ -215,6 +215,7 @@ def step_metrics(rec: StepRecord, tasks: Sequence[TaskRecord], pooled_ids: set[s
     done = [t for t in tasks if _current_attempt_dispatched(t)]
     modes = {t.mode for t in done if t.mode}
     last_container = next((t.container_id for t in reversed(tasks) if t.container_id), None)
+    first = first_task_start(tasks)
     return {
         "type": rec.type,
         "status": rec.status.value,
@@ -223,6 +224,8 @@ def step_metrics(rec: StepRecord, tasks: Sequence[TaskRecord], pooled_ids: set[s
         "duration": duration_s(rec.started_at, rec.finished_at, now)
         if rec.status != StepStatus.SKIPPED
         else None,
+        "first_task_start_time": iso(first),
+        "run_duration": duration_s(first, rec.finished_at, now) if first is not None else None,
         "attempts": max((t.attempt for t in tasks), default=0),
         "retries": sum(max(t.attempt - 1, 0) for t in tasks),
         "tasks": len(tasks),

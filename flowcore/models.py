@@ -280,6 +280,10 @@ class BranchStep(_StepBase):
             raise ValueError(f"branch step {self.id!r} needs 'then' or 'else' targets")
         return self
 
+    @property
+    def runs_container(self) -> bool:
+        return False
+
 
 class DecisionStep(_StepBase):
     """Evaluated by the engine: the first matching case's targets run, the rest are skipped."""
@@ -287,6 +291,10 @@ class DecisionStep(_StepBase):
     type: Literal["decision"]
     cases: list[DecisionCase] = Field(min_length=1)
     default: list[str] = Field(default_factory=list)
+
+    @property
+    def runs_container(self) -> bool:
+        return False
 
 
 Step = Annotated[

@@ -9,6 +9,7 @@ which is what makes duplicate and late deliveries harmless.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,3 +137,14 @@ class Snapshot:
     # record, in ``{p}:wf:{id}:items``); a step record that still holds ``items`` needs none.
     items: dict[str, Any] = field(default_factory=dict)
     shape: Shape | None = None  # the definition's graph, when the store has it cached
+
+
+def first_task_start(tasks: Iterable[TaskRecord]) -> float | None:
+    """When the first of ``tasks`` first started in a container (earliest attempt), if any did.
+
+    A step's own ``started_at`` is when it became *ready* (its dependencies met, its tasks queued);
+    this is when work began, so the difference is the time its tasks waited for a worker and a slot.
+    """
+    starts = [t.started_at for t in tasks if t.started_at is not None]
+    starts += [a.started_at for t in tasks for a in t.history if a.started_at is not None]
+    return min(starts) if starts else None

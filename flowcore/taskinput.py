@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowcore import paths
-from flowcore.models import MapStep, ParallelStep, ReduceStep, task_function
+from flowcore.models import MapStep, ParallelStep, ReduceStep, StepStatus, task_function
 from flowcore.pool_api import DispatchMode, TaskRequest
 from flowcore.records import Snapshot, TaskRecord
 
@@ -68,10 +68,16 @@ def input_document(snap: Snapshot, task: TaskRecord, deps: frozenset[str]) -> di
     if isinstance(step, ReduceStep):
         items: list[Any] = []
         for d in sorted(deps):
-            out = dep_outputs.get(d)
+            # Only what container steps produced: a branch's or decision's control output, and a step
+            # the branch skipped, are not items.
+            if d not in dep_outputs or not snap.definition.step(d).runs_container:
+                continue
+            if snap.steps[d].status == StepStatus.SKIPPED:
+                continue
+            out = dep_outputs[d]
             if isinstance(out, list):
                 items.extend(out)
-            elif d in dep_outputs and snap.definition.step(d).runs_container:
+            else:
                 items.append(out)
         doc["items"] = items
     return doc

@@ -77,6 +77,7 @@ ROUTE_SCOPES: tuple[tuple[str, str, ScopeName], ...] = (
     ("GET", "/v1/events", READ),
     ("GET", "/v1/metrics/history", READ),
     ("GET", "/v1/metrics/aggregate", READ),
+    ("GET", "/v1/metrics/series", READ),
     ("GET", "/metrics", READ),
     # Pools and agents start containers: reading them is read, changing them is admin (the default).
     ("GET", "/v1/pools", READ),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flowcore.records import Snapshot, StepRecord, TaskRecord
+from flowcore import dag
+from flowcore.records import Snapshot, StepRecord, TaskRecord, first_task_start
 
 
 def iso(ts: float | None) -> str | None:
@@ -49,6 +50,7 @@ def task_view(task: TaskRecord) -> dict[str, Any]:
 def step_view(snap: Snapshot, rec: StepRecord, *, with_tasks: bool = True) -> dict[str, Any]:
     tasks = sorted((t for t in snap.tasks.values() if t.step_id == rec.id), key=lambda t: t.index)
     attempts = max((t.attempt for t in tasks), default=0)
+    first = first_task_start(tasks)
     body: dict[str, Any] = {
         "id": rec.id,
         "type": rec.type,
@@ -57,6 +59,11 @@ def step_view(snap: Snapshot, rec: StepRecord, *, with_tasks: bool = True) -> di
         "started_at": iso(rec.started_at),
         "finished_at": iso(rec.finished_at),
         "duration_s": duration_s(rec.started_at, rec.finished_at),
+        # started_at is when the step became ready; first_task_started_at when a worker began its
+        # first task (the gap is the wait for a worker and a slot); run_duration_s counts from there.
+        "ready_at": iso(rec.started_at),
+        "first_task_started_at": iso(first),
+        "run_duration_s": duration_s(first, rec.finished_at),
         "output": rec.output,
         "error": rec.error,
         "reason": rec.reason,
@@ -95,6 +102,7 @@ def workflow_view(snap: Snapshot, *, detail: bool = True, now: float | None = No
             step_view(snap, snap.steps[sid]) if sid in snap.steps else _pending_step(snap, sid) for sid in order
         ]
         body["definition"] = d.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["graph"] = {"edges": dag.graph_edges(d)}
     return body
 
 

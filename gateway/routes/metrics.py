@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import metrics, poolsigning
+from flowcore import metric_series, metrics, poolsigning
 from flowcore.durations import parse_duration_s
 from flowcore.errors import InvalidInput, ServiceUnavailable
 from flowcore.keyspace import Keyspace
@@ -87,6 +87,17 @@ async def metrics_history(request: Request) -> Response:
     return JSONResponse(
         {"items": items, "window": text, "window_s": window_s, "limit": limit, "truncated": window.truncated}
     )
+
+
+async def metrics_series(request: Request) -> Response:
+    """The window (default 24h) in ``buckets`` equal parts (default 24), each with the aggregate's
+    definitions: created by status, success rate, average, p50 and p95 duration (nearest rank)."""
+    text, window_s = _duration_param(request, "24h")
+    buckets = query_int(request, "buckets", 24, lo=1, hi=metric_series.MAX_BUCKETS)
+    now = time.time()
+    window = await _reader(request).window(now - window_s, now, limit=MAX_SCAN)
+    body = metric_series.series(window.runs, now, window_s, buckets)
+    return JSONResponse({"window": text, **body, "scanned": len(window.runs), "truncated": window.truncated})
 
 
 async def metrics_aggregate(request: Request) -> Response:
@@ -203,6 +214,7 @@ async def prometheus(request: Request) -> Response:
 routes = [
     Route("/v1/workflows/{workflow_id}/metrics", workflow_metrics, methods=["GET"]),
     Route("/v1/metrics/history", metrics_history, methods=["GET"]),
+    Route("/v1/metrics/series", metrics_series, methods=["GET"]),
     Route("/v1/metrics/aggregate", metrics_aggregate, methods=["GET"]),
     Route("/metrics", prometheus, methods=["GET"]),
 ]

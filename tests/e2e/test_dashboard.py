@@ -188,12 +188,19 @@ def test_a_running_workflows_dag_changes_state_live_and_its_logs_show(
             gated_step(stack, "work", depends_on=["prepare"]),
             step("fan", "print(json.dumps(doc['item']))", type="parallel", replicas=2, depends_on=["prepare"]),
             step("report", "print(json.dumps(sorted(doc['deps'])))", depends_on=["work", "fan"]),
+            # No depends_on: it waits for prepare because its input reads prepare's output.
+            step("double", "print(json.dumps(doc['input'] * 2))", input={"$path": "steps.prepare.output.n"}),
         ],
     }
     wf_id = submit(client, definition)
     wait_step(client, wf_id, "work", "running")
     log_in(page, stack, f"/ui/workflows/{wf_id}")
     assert page.evaluate("location.pathname") == f"/ui/workflows/{wf_id}"
+    # The graph is the engine's (issue 14): the $path read is an edge, drawn as data.
+    page.wait_for(
+        "!!document.querySelector('path.dag-edge.data[data-from=\"prepare\"][data-to=\"double\"]')",
+        "the data edge prepare -> double",
+    )
     page.wait_for(f"{node_status('work')} === 'running'", "the work node to show running")
     page.wait_for(f"{node_status('prepare')} === 'succeeded'", "the prepare node to show succeeded")
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads: updates must come live
@@ -297,6 +304,11 @@ def test_pools_triggers_and_metrics_pages(page: Page, stack: Stack, client: http
     )
     total = page.text("#metric-total .value")
     assert total.replace(",", "").isdigit() and int(total.replace(",", "")) >= 1
+    # The charts draw the server's buckets (one percentile definition), not numbers of their own.
+    page.wait_for(
+        "performance.getEntriesByType('resource').some((e) => e.name.includes('/v1/metrics/series'))",
+        "the charts to read /v1/metrics/series",
+    )
     page.screenshot(ARTIFACTS / "metrics.png")
     assert page.js_errors() == []
     assert client.delete(f"/v1/triggers/{trigger_id}").status_code == 204

@@ -132,6 +132,13 @@ async def test_history_and_aggregate_over_a_window(api: httpx.AsyncClient, conn:
     week_agg = (await api.get("/v1/metrics/aggregate", params={"duration": "7d"})).json()
     assert week_agg["total_workflows"] == 5
 
+    # The dashboard's charts: the same window in buckets, computed with the aggregate's definitions.
+    series = (await api.get("/v1/metrics/series", params={"duration": "1h", "buckets": "4"})).json()
+    assert len(series["buckets"]) == 4 and series["scanned"] == 4 and series["truncated"] is False
+    newest = series["buckets"][-1]
+    assert newest["created"] == {"completed": 1, "failed": 1, "cancelled": 0, "active": 2}
+    assert newest["p95_duration"] == agg["p95_duration"] and newest["success_rate"] == agg["success_rate"]
+
 
 async def test_aggregate_says_when_the_scan_was_capped(api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(3):
@@ -169,6 +176,9 @@ async def test_aggregate_reads_task_records_within_a_budget(
         ("/v1/metrics/history", {"duration": "1h", "limit": "0"}, "limit"),
         ("/v1/metrics/history", {"duration": "1h", "limit": "many"}, "limit"),
         ("/v1/metrics/history", {"duration": "1h", "status": "sleeping"}, "status"),
+        ("/v1/metrics/series", {"duration": "1h", "buckets": "0"}, "buckets"),
+        ("/v1/metrics/series", {"duration": "1h", "buckets": "201"}, "buckets"),
+        ("/v1/metrics/series", {"duration": "soon"}, "duration"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(api: httpx.AsyncClient, path: str, params: dict[str, str], field: str) -> None:

@@ -10,6 +10,7 @@ from flowcore.dag import (
     control_targets,
     descendants,
     effective_deps,
+    graph_edges,
     topological_order,
     validate,
 )
@@ -132,6 +133,37 @@ def test_effective_deps_include_implicit_edges() -> None:
         "t2": frozenset({"br"}),
         "e": frozenset({"d"}),
     }
+
+
+def test_graph_edges_are_the_engines_dependencies_with_their_kind() -> None:
+    # Issue 14: the dashboard drew depends_on and branch targets only; the server now sends every edge
+    # the engine waits on, each named by the field that makes it.
+    defn = wf(
+        seq("a"),
+        seq("b", input={"x": {"$path": "steps.a.output.x"}}),
+        mapper("m", "steps.b.output", "b"),  # depends_on and items name the same pair: dep wins
+        branch("br", ["t1"], ["t2"], condition={"field": "steps.m.output.0", "op": "exists"}),
+        seq("t1"),
+        seq("t2", "br"),  # depends_on the branch that also chooses it: control wins
+        decision("d", [["t1"], ["e"]], ["e"], depends_on=["a"]),
+        seq("e"),
+    )
+    validate(defn)
+    edges = graph_edges(defn)
+    assert {(e["from"], e["to"]): (e["kind"], e["label"]) for e in edges} == {
+        ("a", "b"): ("data", "input"),
+        ("b", "m"): ("dep", ""),
+        ("m", "br"): ("data", "condition"),
+        ("br", "t1"): ("control", "then"),
+        ("d", "t1"): ("control", "case 1"),
+        ("br", "t2"): ("control", "else"),
+        ("a", "d"): ("dep", ""),
+        ("d", "e"): ("control", "case 2"),
+    }
+    assert len(edges) == 8  # one per pair
+    pairs = {(e["from"], e["to"]) for e in edges}
+    assert pairs == {(dep, step) for step, deps in effective_deps(defn).items() for dep in deps}
+    assert [e["to"] for e in edges] == sorted((e["to"] for e in edges), key=[s.id for s in defn.steps].index)
 
 
 def test_decision_condition_paths_are_dependencies() -> None:

@@ -224,6 +224,45 @@ def test_branch_runs_one_side_and_skips_the_other_transitively(value: int, ran: 
     assert d.snap.status == WorkflowStatus.COMPLETED
 
 
+@pytest.mark.parametrize("control", ["branch", "decision"])
+def test_reduce_chosen_by_a_control_step_gets_only_container_outputs(control: str) -> None:
+    # Issue 14: a reduce step chosen by a branch used to receive the branch's control output among its
+    # items, and a side the branch skipped as a None item.
+    chooser: dict[str, Any] = (
+        {"type": "branch", "condition": {"field": "input.n", "op": ">", "value": 0}, "then": ["big", "r"],
+         "else": ["small"]}
+        if control == "branch"
+        else {"type": "decision", "cases": [{"condition": {"field": "input.n", "op": ">", "value": 0},
+                                             "targets": ["big", "r"]}], "default": ["small"]}
+    )
+    d = Driver(
+        {
+            "name": "r",
+            "input": {"n": 5, "xs": [1, 2, 3]},
+            "steps": [
+                {"id": "m", "type": "map", "items": "input.xs", **IMG},
+                {"id": "pick", "depends_on": ["m"], **chooser},
+                {"id": "big", **IMG},
+                {"id": "small", **IMG},
+                {"id": "r", "type": "reduce", "depends_on": ["pick", "m", "big", "small"], **IMG},
+            ],
+        }
+    )
+    reduce_doc: dict[str, Any] = {}
+
+    def behaviour(step: str, index: int, doc: Any) -> TaskResult:
+        if step == "r":
+            reduce_doc.update(doc)
+            return ok(sum(doc["items"]))
+        return ok(doc["item"] * 10 if step == "m" else 100)
+
+    d.start()
+    d.run(behaviour)
+    assert d.status("small") == StepStatus.SKIPPED
+    assert reduce_doc["items"] == [100, 10, 20, 30]  # big, then m's list: no control output, no skipped side
+    assert d.snap.steps["r"].output == 160
+
+
 def test_decision_picks_first_matching_case_else_default() -> None:
     steps = [
         {

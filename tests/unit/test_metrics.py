@@ -312,3 +312,22 @@ def test_step_durations_leave_out_control_and_unfinished_steps() -> None:
     durations = metrics.step_durations([RunSummary.of(run.snap)], now=2000.0)
     assert durations == {"sequential": [pytest.approx(3.0)]}
     assert all(math.isfinite(v) for v in durations["sequential"])
+
+
+def test_a_steps_ready_time_and_its_first_task_start_are_both_shown() -> None:
+    # Issue 14: a step's started_at counts from when it became ready; the time its first task started
+    # is shown beside it, so a step that waited for a max_parallel slot is not reported as running.
+    from gateway.views import step_view
+
+    run = Run({"name": "slots", "config": {"max_parallel": 1}, "steps": [{"id": "a", **IMG}, {"id": "b", **IMG}]})
+    run.start(at=1000.0)
+    run.step(warm(), wait_s=0.5, run_s=2.0)  # a: claimed at 1000.5, done at 1002.5
+    run.step(warm(), wait_s=0.5, run_s=2.0)  # b: ready at 1000, claimed at 1003, done at 1005
+    b = run.snap.steps["b"]
+    doc = metrics.step_metrics(b, [run.snap.tasks["b:0"]], set(), run.now)
+    assert doc["start_time"] == metrics.iso(1000.0) and doc["duration"] == 5.0
+    assert doc["first_task_start_time"] == metrics.iso(1003.0) and doc["run_duration"] == 2.0
+    view = step_view(run.snap, b)
+    assert view["ready_at"] == view["started_at"] == metrics.iso(1000.0)
+    assert view["first_task_started_at"] == metrics.iso(1003.0)
+    assert view["duration_s"] == 5.0 and view["run_duration_s"] == 2.0

@@ -128,18 +128,3 @@ export function makeBuckets(windowS, count, nowS = Date.now() / 1000) {
   const start = nowS - windowS;
   return Array.from({ length: count }, (_, i) => ({ t0: start + i * size, t1: start + (i + 1) * size }));
 }
-
-export function bucketIndex(buckets, t) {
-  if (!buckets.length || t < buckets[0].t0 || t > buckets[buckets.length - 1].t1) return -1;
-  const size = buckets[0].t1 - buckets[0].t0;
-  return Math.min(buckets.length - 1, Math.floor((t - buckets[0].t0) / size));
-}
-
-export function percentile(values, q) {
-  if (!values.length) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = (q / 100) * (sorted.length - 1);
-  const lo = Math.floor(rank);
-  const hi = Math.ceil(rank);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo);
-}

@@ -1,6 +1,5 @@
-// The workflow's DAG as SVG: layers by dependencies (depends_on, plus the control edges of branch and
-// decision steps), ordered inside a layer by the mean position of their parents (barycentre), drawn
-// left to right. Node statuses change in place (setStatus), so live updates never re-layout.
+// The workflow's DAG as SVG: layers by the server's edges (every dependency the engine schedules by),
+// ordered inside a layer by the mean position of their parents (barycentre), drawn left to right. Node statuses change in place (setStatus), so live updates never re-layout.
 import { s, clear } from "./core.js";
 
 const NODE_W = 168;
@@ -13,37 +12,19 @@ const STATE_LABEL = {
   skipped: "skipped", cancelled: "cancelled",
 };
 
-/** The edges of a definition: [{from, to, kind: "dep" | "control", label}]. */
-export function edgesOf(definition) {
-  const steps = (definition && definition.steps) || [];
-  const ids = new Set(steps.map((st) => st.id));
-  const edges = [];
-  const seen = new Set();
-  const add = (from, to, kind, label = "") => {
-    const key = `${from}->${to}`;
-    if (!ids.has(from) || !ids.has(to) || seen.has(key)) return;
-    seen.add(key);
-    edges.push({ from, to, kind, label });
-  };
-  for (const st of steps) {
-    for (const dep of st.depends_on || []) add(dep, st.id, "dep");
-    if (st.type === "branch") {
-      for (const t of st.then || []) add(st.id, t, "control", "then");
-      for (const t of st.else || st.else_ || []) add(st.id, t, "control", "else");
-    }
-    if (st.type === "decision") {
-      (st.cases || []).forEach((c, i) => { for (const t of c.targets || []) add(st.id, t, "control", `case ${i + 1}`); });
-      for (const t of st.default || []) add(st.id, t, "control", "default");
-    }
-  }
-  return edges;
+/** The edges to draw: the server's (GET /v1/workflows/{id} answers graph.edges, the dependencies the
+ * engine schedules by: depends_on, branch/decision choices, and results read through $path inputs, map
+ * items and conditions). Only edges between known steps are kept. */
+export function edgesOf(definition, graph) {
+  const ids = new Set(((definition && definition.steps) || []).map((st) => st.id));
+  return ((graph && graph.edges) || []).filter((e) => ids.has(e.from) && ids.has(e.to));
 }
 
 /** Layers (arrays of step ids) and each node's {x, y}. Pure: exported for reuse and reasoning. */
-export function layout(definition) {
+export function layout(definition, graph) {
   const steps = (definition && definition.steps) || [];
   const order = steps.map((st) => st.id);
-  const edges = edgesOf(definition);
+  const edges = edgesOf(definition, graph);
   const parents = new Map(order.map((id) => [id, []]));
   for (const e of edges) parents.get(e.to).push(e.from);
   const layerOf = new Map();
@@ -97,9 +78,9 @@ function truncate(text, max) {
  * Draw the DAG into `container`. `steps` are the API's step views (status, total, succeeded...).
  * Returns {setStatus(stepId, status, step?), select(stepId)}.
  */
-export function renderDag(container, definition, steps, { onSelect } = {}) {
+export function renderDag(container, definition, graph, steps, { onSelect } = {}) {
   clear(container);
-  const { nodes, edges, width, height } = layout(definition);
+  const { nodes, edges, width, height } = layout(definition, graph);
   const types = new Map(((definition && definition.steps) || []).map((st) => [st.id, st.type || "sequential"]));
   // Shrinks to the panel's width down to about half size; a larger graph scrolls instead.
   const svg = s("svg", {

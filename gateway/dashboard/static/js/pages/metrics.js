@@ -1,15 +1,14 @@
 // Metrics: the aggregate of a window (/v1/metrics/aggregate) and charts over time.
-// Throughput, durations and success rate come from the window's workflows (/v1/metrics/history),
-// bucketed by creation time. Pool efficiency per bucket comes from nested trailing aggregates:
+// Throughput, durations and success rate come bucketed from the server (/v1/metrics/series), with the
+// aggregate's definitions. Pool efficiency per bucket comes from nested trailing aggregates:
 // the dispatches of (now - k·b, now - (k-1)·b] are the difference of two aggregates' counters.
 import { api, h, clear, fmtNumber, fmtDuration, errorText, setLive } from "../core.js";
-import { barChart, lineChart, makeBuckets, bucketIndex, percentile } from "../charts.js";
+import { barChart, lineChart, makeBuckets } from "../charts.js";
 
 const WINDOWS = [["1h", 3600], ["6h", 21600], ["24h", 86400], ["7d", 604800]];
 const BUCKETS = 24;
 const POOL_BUCKETS = 8;
 const REFRESH_MS = 30000;
-const FINISHED = new Set(["completed", "failed", "cancelled"]);
 
 function card(label, value, id) {
   return h("div", { class: "card", id }, h("div", { class: "value", text: value }), h("div", { class: "label", text: label }));
@@ -22,26 +21,20 @@ function chartPanel(id, title) {
   return [h("section", { class: "panel" }, h("h2", { text: title }), box), box];
 }
 
-/** Per-bucket series from history items. Pure. */
-export function seriesFromHistory(items, buckets) {
-  const n = buckets.length;
-  const created = { completed: Array(n).fill(0), failed: Array(n).fill(0), cancelled: Array(n).fill(0), active: Array(n).fill(0) };
-  const durations = Array.from({ length: n }, () => []);
-  for (const item of items) {
-    const t = Date.parse(item.created_time || item.start_time) / 1000;
-    const i = bucketIndex(buckets, t);
-    if (i < 0) continue;
-    const key = FINISHED.has(item.status) ? item.status : "active";
-    created[key][i] += 1;
-    if (FINISHED.has(item.status) && Number.isFinite(item.duration)) durations[i].push(item.duration);
-  }
-  const success = buckets.map((_, i) => {
-    const done = created.completed[i] + created.failed[i] + created.cancelled[i];
-    return done ? (created.completed[i] / done) * 100 : null;
-  });
-  const avg = durations.map((d) => (d.length ? d.reduce((a, b) => a + b, 0) / d.length : null));
-  const p95 = durations.map((d) => percentile(d, 95));
-  return { created, success, avg, p95 };
+/** Chart series from /v1/metrics/series: the server computes every number (nearest-rank p95, as the
+ * aggregate card); this only turns its buckets into what the charts take. Pure. */
+export function seriesFromServer(answer) {
+  const rows = answer.buckets || [];
+  const buckets = rows.map((b) => ({ t0: Date.parse(b.from_time) / 1000, t1: Date.parse(b.to_time) / 1000 }));
+  const pick = (key) => rows.map((b) => b.created[key]);
+  const created = { completed: pick("completed"), failed: pick("failed"), cancelled: pick("cancelled"), active: pick("active") };
+  return {
+    buckets,
+    created,
+    success: rows.map((b) => b.success_rate),
+    avg: rows.map((b) => b.avg_duration),
+    p95: rows.map((b) => b.p95_duration),
+  };
 }
 
 export function render(main) {
@@ -83,16 +76,16 @@ export function render(main) {
     }
   }
 
-  async function loadHistory(seconds) {
-    const buckets = makeBuckets(seconds, BUCKETS);
+  async function loadSeries() {
     let answer;
     try {
-      answer = await api("/v1/metrics/history", { query: { duration: windowName, limit: 1000 } });
+      answer = await api("/v1/metrics/series", { query: { duration: windowName, buckets: BUCKETS } });
     } catch (err) {
       for (const box of [throughputBox, durationBox, successBox]) clear(box).append(h("p", { class: "error-text", text: errorText(err) }));
       return "";
     }
-    const series = seriesFromHistory(answer.items || [], buckets);
+    const series = seriesFromServer(answer);
+    const buckets = series.buckets;
     barChart(throughputBox, buckets, [
       { name: "completed", color: "#1f9d55", values: series.created.completed },
       { name: "failed", color: "#d93b3b", values: series.created.failed },
@@ -105,7 +98,7 @@ export function render(main) {
     ], { yFormat: (v) => fmtDuration(v), title: "durations" });
     lineChart(successBox, buckets, [{ name: "success rate", color: "#1f9d55", values: series.success }],
       { yMax: 100, yFormat: (v) => `${Math.round(v)}%`, title: "success rate" });
-    return answer.truncated ? `the history holds the newest ${(answer.items || []).length} workflows of this window only. ` : "";
+    return answer.truncated ? `the charts cover the newest ${answer.scanned} workflows of this window only. ` : "";
   }
 
   async function loadPoolSeries(seconds) {
@@ -133,7 +126,7 @@ export function render(main) {
 
   async function refresh() {
     const seconds = WINDOWS.find(([name]) => name === windowName)[1];
-    const notes = await Promise.all([loadAggregate(), loadHistory(seconds), loadPoolSeries(seconds)]);
+    const notes = await Promise.all([loadAggregate(), loadSeries(), loadPoolSeries(seconds)]);
     note.textContent = notes.slice(1).join("");
   }
 

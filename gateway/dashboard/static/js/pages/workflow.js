@@ -36,7 +36,7 @@ export function render(main, { id }) {
     h("div", { class: "grid-2" },
       h("div", { class: "stack" },
         h("section", { class: "panel" }, h("h2", { text: "Steps" }), h("table", { id: "steps-table" },
-          h("thead", {}, h("tr", {}, ["Step", "Type", "Status", "Attempts", "Tasks", "Duration"].map((t) => h("th", { text: t })))),
+          h("thead", {}, h("tr", {}, ["Step", "Type", "Status", "Attempts", "Tasks", "Since ready", "Ran"].map((t) => h("th", { text: t })))),
           stepsBody)),
         h("section", { class: "panel" }, h("h2", { text: "State" }), statePre)),
       h("div", { class: "stack" },
@@ -94,7 +94,8 @@ export function render(main, { id }) {
         onclick: () => selectStep(st.id) },
       h("td", { class: "mono", text: st.id }), h("td", { text: st.type }), h("td", {}, badge(status)),
       h("td", { class: "num", text: String(st.attempts || 0) }), h("td", { class: "num", text: String(tasks) }),
-      h("td", { class: "num", text: fmtDuration(st.duration_s) }));
+      h("td", { class: "num", text: fmtDuration(st.duration_s), title: "from when the step became ready" }),
+      h("td", { class: "num", text: fmtDuration(st.run_duration_s), title: "from when its first task started" }));
       stepsBody.append(row);
     }
   }
@@ -263,7 +264,7 @@ export function render(main, { id }) {
     const first = !view.wf;
     view.wf = wf;
     if (first) {
-      view.dag = renderDag(dagBox, wf.definition, wf.steps, { onSelect: selectStep });
+      view.dag = renderDag(dagBox, wf.definition, wf.graph, wf.steps, { onSelect: selectStep });
       renderRunInfo(wf);
     }
     renderHeader(wf);
