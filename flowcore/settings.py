@@ -325,6 +325,14 @@ class SchedulerSettings(_Common):
     tick_s: float = Field(0.5, gt=0, le=60, description="Longest sleep between two looks at due triggers.")
     batch: int = Field(100, ge=1, le=10_000, description="Due triggers handled per look.")
     idempotency_retention_s: float = Field(86400.0, ge=60, description="How long a fire's key is remembered.")
+    retention_s: float = Field(
+        30 * 86400.0,
+        ge=0,
+        description="Finished workflows, with everything they own, are deleted this long after they finished"
+        " (FLOW_RETENTION_S; 0 keeps them forever). Templates of triggers are kept.",
+    )
+    retention_sweep_s: float = Field(60.0, gt=0, le=86400, description="How often the retention sweep runs.")
+    retention_batch: int = Field(500, ge=1, le=1000, description="Workflows deleted per sweep at most.")
 
 
 def is_loopback(host: str) -> bool:

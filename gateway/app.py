@@ -27,7 +27,19 @@ from gateway.dashboard.sessions import SessionStore
 from gateway.errors import HANDLERS, RETRY_AFTER_S
 from gateway.middleware import BodyLimit, HostCheck, TokenAuth
 from gateway.pathids import check_path_ids
-from gateway.routes import intake, logs, metrics, pools, retry, spans, state, stream, triggers, workflows
+from gateway.routes import (
+    intake,
+    logs,
+    metrics,
+    pools,
+    retention,
+    retry,
+    spans,
+    state,
+    stream,
+    triggers,
+    workflows,
+)
 from gateway.scopes import AuthConfig
 
 API_VERSION = "1.0.0"
@@ -80,6 +92,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/openapi.json", openapi.openapi, methods=["GET"]),
         *workflows.routes,
+        *retention.routes,
         *state.routes,
         *pools.routes,
         *triggers.routes,

@@ -50,6 +50,7 @@ ROUTE_SCOPES: tuple[tuple[str, str, ScopeName], ...] = (
     ("DELETE", "/v1/workflows/{workflow_id}", WRITE),
     ("POST", "/v1/workflows/{workflow_id}/start", WRITE),
     ("POST", "/v1/workflows/{workflow_id}/cancel", WRITE),
+    ("DELETE", "/v1/workflows", WRITE),  # by filter (flowcore.retention); a token limited to workflows cannot
     ("POST", "/v1/workflows/{workflow_id}/retry", WRITE),
     ("GET", "/v1/workflows/{workflow_id}/jobs", READ),
     ("GET", "/v1/workflows/{workflow_id}/logs", READ),

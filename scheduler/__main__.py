@@ -23,6 +23,9 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
             tick_s=settings.tick_s,
             batch=settings.batch,
             retention_s=settings.idempotency_retention_s,
+            workflow_retention_s=settings.retention_s,
+            retention_sweep_s=settings.retention_sweep_s,
+            retention_batch=settings.retention_batch,
         )
         await scheduler.run(stop)
     finally:

@@ -27,6 +27,7 @@ from flowcore.firing import Fire, FireOutcome, FireResult, Firing
 from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowDefinition
 from flowcore.records import Origin
+from flowcore.retention import Reaper
 from flowcore.triggers import Trigger, TriggerType, plan_schedule
 from flowcore.triggerstore import TriggerStore
 
@@ -52,6 +53,9 @@ class Scheduler:
         batch: int = 100,
         retention_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
+        workflow_retention_s: float = 0.0,
+        retention_sweep_s: float = 60.0,
+        retention_batch: int = 500,
     ) -> None:
         self.triggers = TriggerStore(redis, keys)
         self.firing = Firing(redis, keys)
@@ -60,6 +64,22 @@ class Scheduler:
         self.batch = batch
         self.retention_s = retention_s
         self.clock = clock
+        # Workflow retention (flowcore.retention): 0 keeps finished workflows forever.
+        self.reaper = Reaper(redis, keys)
+        self.workflow_retention_s = workflow_retention_s
+        self.retention_sweep_s = retention_sweep_s
+        self.retention_batch = retention_batch
+        self._next_sweep = 0.0
+
+    async def sweep_if_due(self, now: float) -> int:
+        """Delete workflows past their retention, at most every ``retention_sweep_s``; how many went."""
+        if self.workflow_retention_s <= 0 or now < self._next_sweep:
+            return 0
+        self._next_sweep = now + self.retention_sweep_s
+        outcome = await self.reaper.sweep(now, self.workflow_retention_s, batch=self.retention_batch)
+        if outcome.more:  # a backlog: come back at the next look rather than in a minute
+            self._next_sweep = now
+        return len(outcome.deleted)
 
     async def tick(self, now: float | None = None) -> list[Fired]:
         """Handle every trigger due by ``now``; returns what each fire did."""
@@ -125,6 +145,7 @@ class Scheduler:
                     if f.result.outcome == FireOutcome.STARTED:
                         log.info("trigger %s fired: workflow %s", f.trigger_id, f.result.workflow_id)
                 next_due = await self.triggers.next_due()
+                await self.sweep_if_due(self.clock())
             except (RedisError, FlowError, OSError) as exc:
                 log.warning("scheduler look failed (%s); retrying", exc)
                 next_due = None

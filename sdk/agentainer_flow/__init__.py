@@ -34,12 +34,14 @@ from agentainer_flow.models import (
     Workflow,
     WorkflowStatus,
 )
+from agentainer_flow.retention import BulkDeleteResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
     "AgentainerError",
+    "BulkDeleteResult",
     "ClientError",
     "EventStream",
     "Job",

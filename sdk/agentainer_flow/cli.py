@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from agentainer_flow import cli_commands as cmd
+from agentainer_flow import cli_retention
 from agentainer_flow.errors import AgentainerError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="cancel a workflow")
     cancel.add_argument("id")
+
+    cli_retention.add_parser(sub)
 
     state = sub.add_parser("state", help="read or set a workflow's state")
     state.add_argument("id")
@@ -124,6 +127,7 @@ async def _dispatch(args: argparse.Namespace, transport: httpx.AsyncBaseTranspor
             "get": cmd.get,
             "logs": cmd.logs,
             "cancel": cmd.cancel,
+            "delete": cli_retention.delete,
             "state": cmd.state,
             "trigger": cmd.trigger,
             "agents": cmd.agents,

@@ -25,12 +25,13 @@ from agentainer_flow.logs import LogsAPI
 from agentainer_flow.mapreduce import MapReduceConfig
 from agentainer_flow.metrics import MetricsAPI
 from agentainer_flow.models import Job, Workflow, WorkflowStatus
+from agentainer_flow.retention import RetentionAPI
 from agentainer_flow.triggers import TriggersAPI
 
 _PAGE = 200
 
 
-class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, LogsAPI, BaseClient):
+class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, LogsAPI, RetentionAPI, BaseClient):
     """Workflows, their state, agents, triggers and metrics over the REST API (``/v1``).
 
     ``WorkflowClient(base_url="http://localhost:8081", token="default-token", timeout=30.0)``; use it
