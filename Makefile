@@ -7,13 +7,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SOURCE_PACKAGES := flowcore gateway workers pool scheduler sdk/agentainer_flow
 
-.PHONY: help bootstrap up down status demo screenshot test test-unit test-integration test-e2e lint bench chaos loadtest clean
+.PHONY: help bootstrap lock up down status demo screenshot test test-unit test-integration test-e2e lint bench chaos loadtest clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 bootstrap: ## Debian packages, .venv, Docker engine and base image (only what is missing)
 	scripts/bootstrap.sh
+
+lock: ## write requirements.lock from .venv (after changing a dependency; bootstrap installs with it)
+	scripts/lock.sh
 
 up: bootstrap ## start the stack in the background (redis, engine, the Procfile under scripts/supervise.py)
 	scripts/stack.sh up
@@ -28,8 +31,9 @@ demo: up ## build the example images if needed, run the example workflows on the
 	scripts/build_example_images.sh >/dev/null
 	$(PY) -m examples.demo
 
-screenshot: up ## start the stack if needed, regenerate docs/img/dashboard-workflow.png in headless Chromium
+screenshot: up ## start the stack if needed, regenerate docs/img/dashboard-workflow.png and dashboard-agents.png in headless Chromium
 	$(PY) scripts/screenshot_dashboard.py
+	$(PY) scripts/screenshot_dashboard.py --agents
 
 test: bootstrap ## the whole suite: unit, integration, e2e (real Redis and Docker)
 	$(VENV)/bin/pytest
@@ -50,7 +54,7 @@ lint: bootstrap ## ruff, then mypy --strict on the source packages (both run; fa
 	exit $$rc
 
 bench: up ## start the stack if needed, measure it side by side with Celery and cold containers, write BENCHMARKS.md (BENCH_ARGS=--help)
-	$(PY) -c 'import celery' 2>/dev/null || $(VENV)/bin/pip install -q --progress-bar off -e '.[bench]'
+	$(PY) -c 'import celery' 2>/dev/null || $(VENV)/bin/pip install -q --progress-bar off -c requirements.lock -e '.[bench]'
 	$(PY) -m bench $${BENCH_ARGS:-}
 
 chaos: bootstrap ## kill and restart every process of a private stack under load; count stuck, lost, duplicated, leaked (writes BENCHMARKS.md)

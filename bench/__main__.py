@@ -26,8 +26,9 @@ from urllib.parse import urlparse
 
 from pydantic import SecretStr
 
+from bench import admission, peers, procs, report, scenarios, workflows
 from bench import dispatch as dispatch_mod
-from bench import peers, procs, report, scenarios, workflows
+from bench import waits as bench_waits
 from bench.runner import Watcher
 from bench.sections import keep_others
 from flowcore import pooltoken
@@ -67,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--docker-loop", type=int, default=40, help="cold `docker run --rm` loop length (0: skip)")
     p.add_argument("--quiet-timeout-s", type=float, default=60.0,
                    help="wait this long for the stack's pending and running workflows to finish first")
+    p.add_argument("--admission-n", type=int, default=500, help="starts per admission scenario (0: skip)")
+    p.add_argument("--waits-n", type=int, default=30, help="waiting runs woken by events (0: skip)")
     p.add_argument("--out", default="BENCHMARKS.md")
     return p.parse_args()
 
@@ -166,6 +169,12 @@ def main() -> None:
     out = Path(args.out)
     out.write_text(keep_others(out.read_text() if out.exists() else "", text))
     print(text)
+    if args.admission_n:  # its own redis-server: the cost of flow control's admission (ADR 013)
+        log(f"admission: {args.admission_n} starts per scenario ...")
+        print(admission.run(args.admission_n, out=args.out))
+    if args.waits_n:  # event -> resumed step latency of waiting runs (ADR 012), on the stack measured
+        log(f"waits: {args.waits_n} runs woken by events ...")
+        print(bench_waits.run(args.url, args.token, args.waits_n, out=args.out))
 
 
 def render(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentainer_flow import AgentainerError, Workflow, WorkflowClient
+from examples.agents import run as agents
 from examples.decorators import run as decorators
 from examples.wordcount import pipeline, wordcount
 
@@ -59,6 +60,9 @@ async def main() -> int:
             (wf, state), wall = await timed(lambda: decorators.run(client))
             print(f"{wf.name}: report {wf.step('report').output}\n  state {state}\n")
             rows.append(timing_row("order-pipeline", wf, wall))
+            (wf, logs), wall = await timed(lambda: agents.run(client))
+            print(agents.report(wf, logs), end="\n\n")
+            rows.append(timing_row("agents-review (4 agents, retry, decision)", wf, wall))
         except AgentainerError as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             return 1

@@ -1,7 +1,8 @@
 """The examples' container images and their content-addressed references.
 
 An example directory with a ``Dockerfile`` (``examples/wordcount``) is built by
-``scripts/build_example_images.sh`` into ``agentainer-flow/<example>``, ``FROM`` the local base image.
+``scripts/build_example_images.sh`` into ``agentainer-flow/<example>``, ``FROM`` the local base image;
+each ``Dockerfile.<variant>`` beside it into ``agentainer-flow/<example>-<variant>`` (same context).
 The build context is the ``Dockerfile``, ``.dockerignore`` and the step programs ``steps/*.py``. Its
 ``.dockerignore`` admits nothing else. The tag is a hash of exactly those files, so:
 
@@ -12,7 +13,7 @@ The build context is the ``Dockerfile``, ``.dockerignore`` and the step programs
 
 Stdlib only, so that the script can run it with any ``python3``::
 
-    python3 examples/images.py          # one line per image: NAME, DIRECTORY, REFERENCE (tab-separated)
+    python3 examples/images.py          # one line per image: NAME, DIRECTORY, REFERENCE, DOCKERFILE (tab-separated)
 """
 
 from __future__ import annotations
@@ -26,40 +27,52 @@ REPOSITORY_PREFIX = "agentainer-flow/"
 TAG_LENGTH = 12
 
 
-def context_files(directory: Path) -> list[Path]:
+def context_files(directory: Path, dockerfile: str = "Dockerfile") -> list[Path]:
     """The files of an example's build context, in a fixed order."""
-    fixed = [directory / "Dockerfile", directory / ".dockerignore"]
+    fixed = [directory / dockerfile, directory / ".dockerignore"]
     programs = sorted((directory / "steps").glob("*.py"), key=lambda p: p.name)
     return [p for p in fixed if p.is_file()] + programs
 
 
-def content_tag(directory: Path) -> str:
+def content_tag(directory: Path, dockerfile: str = "Dockerfile") -> str:
     """A hash of the build context: each file's path in the context, then its bytes."""
     digest = hashlib.sha256()
-    for path in context_files(directory):
+    for path in context_files(directory, dockerfile):
         data = path.read_bytes()
         digest.update(f"{path.relative_to(directory).as_posix()}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()[:TAG_LENGTH]
 
 
-def reference(example: str) -> str:
-    """``agentainer-flow/<example>:<content tag>``: the image the example's steps run in."""
+def reference(example: str, variant: str | None = None) -> str:
+    """``agentainer-flow/<example>:<content tag>``: the image the example's steps run in.
+
+    With ``variant``, the image of ``Dockerfile.<variant>`` in the same directory (one example with
+    several images, such as ``agents``): ``agentainer-flow/<example>-<variant>:<content tag>``.
+    """
     directory = EXAMPLES / example
-    if not (directory / "Dockerfile").is_file():
-        raise FileNotFoundError(f"examples/{example} has no Dockerfile")
-    return f"{REPOSITORY_PREFIX}{example}:{content_tag(directory)}"
+    dockerfile = f"Dockerfile.{variant}" if variant else "Dockerfile"
+    if not (directory / dockerfile).is_file():
+        raise FileNotFoundError(f"examples/{example} has no {dockerfile}")
+    name = f"{example}-{variant}" if variant else example
+    return f"{REPOSITORY_PREFIX}{name}:{content_tag(directory, dockerfile)}"
 
 
-def images() -> list[tuple[str, Path, str]]:
-    """Every example image: (repository, build context directory, reference)."""
-    found = sorted(p.parent for p in EXAMPLES.glob("*/Dockerfile"))
-    return [(f"{REPOSITORY_PREFIX}{d.name}", d, reference(d.name)) for d in found]
+def images() -> list[tuple[str, Path, str, str]]:
+    """Every example image: (repository, build context directory, reference, Dockerfile name)."""
+    found: list[tuple[str, Path, str, str]] = []
+    for dockerfile in sorted(EXAMPLES.glob("*/Dockerfile*")):
+        directory, variant = dockerfile.parent, dockerfile.name.partition(".")[2] or None
+        if variant is not None and not variant.isidentifier():
+            continue
+        name = f"{directory.name}-{variant}" if variant else directory.name
+        found.append((f"{REPOSITORY_PREFIX}{name}", directory, reference(directory.name, variant), dockerfile.name))
+    return found
 
 
 def main() -> int:
-    for name, directory, ref in images():
-        print(name, directory, ref, sep="\t")
+    for name, directory, ref, dockerfile in images():
+        print(name, directory, ref, dockerfile, sep="\t")
     return 0
 
 

@@ -22,7 +22,9 @@ from redis.asyncio.client import Pipeline
 from flowcore.engine import Plan
 from flowcore.keyspace import Keyspace, parse_lease_member
 from flowcore.logstream import LOG_STREAM_MAXLEN
+from flowcore.records import Snapshot
 from flowcore.state import encode_changes
+from flowcore.waitcommits import wait_commands
 
 RUN_TASK = "run_task"
 WORKFLOW_DEADLINE = "workflow_deadline"
@@ -30,6 +32,7 @@ EVENTS_MAXLEN = 2000
 GLOBAL_EVENTS_MAXLEN = 20000
 JOB_EXPIRES_MS = 7 * 86400 * 1000
 WAKE_MAX = 64  # wake-up tokens kept for idle workers; each one makes one worker poll once
+PRIORITY_STEP_MS = 1000  # how far ahead one point of priority moves a ready task in the queue
 CHUNK = 500  # field/value pairs per HSET: a script unpacks at most a few thousand arguments at once
 
 Command = tuple[Any, ...]
@@ -96,6 +99,15 @@ def _enqueue(keys: Keyspace, job_id: str, function: str, kwargs: dict[str, Any],
     ]
 
 
+def task_head_start_ms(snap: Snapshot) -> int:
+    """Priority of queued tasks (ADR 013): a ready task of a run with priority ``p`` enters the queue
+    as if enqueued ``p`` seconds earlier (later for a negative ``p``), so workers, which take the
+    lowest score first, take it ahead of the tasks of lower priorities queued in that time. The order
+    is the queue's own (a sorted set: O(log n) per job) and a low priority waits at most 200 s longer."""
+    priority = (snap.flow or {}).get("priority", snap.definition.config.priority)
+    return int(priority) * PRIORITY_STEP_MS if isinstance(priority, int) else 0
+
+
 def plan_commands(keys: Keyspace, plan: Plan) -> list[Command]:
     """The commands that commit ``plan``, in order."""
     snap, k, wf_id = plan.snap, keys, plan.snap.wf_id
@@ -141,12 +153,15 @@ def plan_commands(keys: Keyspace, plan: Plan) -> list[Command]:
         cmds.append(("ZREM", k.queue, job_id))
     jobs = 0
     for d in plan.dispatch:
-        score = int(d.run_at * 1000) if d.run_at else now_ms
+        score = int(d.run_at * 1000) if d.run_at else now_ms - task_head_start_ms(snap)
         job_kwargs: dict[str, Any] = {"workflow_id": wf_id, "step_id": d.step_id, "index": d.index, "token": d.token}
         if snap.trace:
             job_kwargs["traceparent"] = snap.trace  # the step span's parent (flowcore.tracing)
         cmds += _enqueue(k, task_job_id(wf_id, d.step_id, d.index, d.token), RUN_TASK, job_kwargs, score, now_ms)
         jobs += 1
+    wait_cmds, wait_jobs = wait_commands(k, plan, now_ms, _enqueue)  # durable waits (ADR 012)
+    cmds += wait_cmds
+    jobs += wait_jobs
     if plan.deadline_at is not None:
         score = int(plan.deadline_at * 1000) + 50
         cmds += _enqueue(k, f"deadline:{wf_id}", WORKFLOW_DEADLINE, {"workflow_id": wf_id}, score, now_ms)

@@ -30,16 +30,16 @@ from flowcore.models import (
     DecisionStep,
     MapStep,
     ParallelStep,
-    ReduceStep,
-    SequentialStep,
+    WaitForEventStep,
     WorkflowDefinition,
 )
+from flowcore.models import Step as _StepUnion
 from flowcore.paths import iter_template_paths, step_of_path
 from flowcore.patterns import PatternError
 
 # (step id, id of a step it waits for, field of the definition that makes it wait)
 _Edge = tuple[str, str, str]
-_AnyStep = SequentialStep | ParallelStep | MapStep | ReduceStep | BranchStep | DecisionStep
+_AnyStep = _StepUnion
 
 
 def _path_sources(index: int, step: _AnyStep) -> Iterator[tuple[str, str, list[str]]]:
@@ -49,6 +49,8 @@ def _path_sources(index: int, step: _AnyStep) -> Iterator[tuple[str, str, list[s
     yield f"steps[{index}].input", "input", _template_paths(index, step, "input", step.input)
     if isinstance(step, MapStep):
         yield f"steps[{index}].items", "items", [step.items]
+    if isinstance(step, WaitForEventStep):  # its filter's templates resolve when the wait begins
+        yield f"steps[{index}].filter", "filter", _template_paths(index, step, "filter", step.filter_)
     if isinstance(step, BranchStep):
         yield f"steps[{index}].condition", "condition", referenced_paths(step.condition)
     if isinstance(step, DecisionStep):

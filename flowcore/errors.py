@@ -79,6 +79,13 @@ class Conflict(FlowError):
     code = "conflict"
 
 
+class TooManyRequests(FlowError):
+    """A client holds more than its share of a bounded resource (live streams); it may retry later."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+
 class ServiceUnavailable(FlowError):
     """A dependency (Redis, the pool service, the Docker engine) cannot be reached."""
 

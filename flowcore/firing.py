@@ -22,8 +22,10 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, WatchError
 
 from flowcore import engine
+from flowcore.admission_store import FlowControl
 from flowcore.engine import EngineEnv
 from flowcore.errors import ServiceUnavailable
+from flowcore.flowcontrol import RunSlots, run_slots
 from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.records import Origin, Snapshot
@@ -116,8 +118,64 @@ class Firing:
         self._templates.pop(workflow_id, None)
 
     async def fire(self, fire: Fire) -> FireResult:
+        if fire.due_at is None and fire.template.config.debounce is not None and fire.run:
+            return await self._debounced(fire)
+        result = await self._fire(fire)
+        if result.outcome == FireOutcome.STARTED and result.workflow_id and self._run_slots(fire) is not None:
+            # Flow control (ADR 013): the run was written queued; admit it now (or the sweep will).
+            admitted = await FlowControl(self.store).admit(result.workflow_id)
+            if admitted.outcome == "refuse":  # recorded cancelled with its reason; counted on the trigger too
+                if fire.trigger is not None:
+                    try:
+                        await self.redis.hincrby(self.keys.trigger(fire.trigger.id), "skipped:overlap", 1)
+                    except RedisError as exc:
+                        raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
+                return FireResult(FireOutcome.SKIPPED, result.workflow_id, admitted.reason or None)
+            if admitted.outcome != "admit":
+                return FireResult(FireOutcome.STARTED, result.workflow_id, admitted.reason or None)
+        return result
+
+    async def _debounced(self, fire: Fire) -> FireResult:
+        """A fire of a debounced template (events, webhooks, manual fires; not schedules): it joins the
+        key's open window or opens one (:mod:`flowcore.debounce_store`)."""
+        from flowcore.debounce_store import Debouncer  # it builds on this module's store
+
+        trigger, run = fire.trigger, self._run_slots(fire)
+        assert run is not None
+        tid = trigger.id if trigger else f"wf:{fire.template_id}"
+        once_key = self.keys.fire(tid, fire.fire_key) if fire.fire_key else None
+        try:
+            if once_key and (done := await self.redis.get(once_key)) is not None:
+                return FireResult(FireOutcome.DUPLICATE, _s(done))
+        except RedisError as exc:
+            raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
+
+        def counters(pipe: Pipeline, wf_id: str) -> None:
+            if trigger:
+                self._counters(pipe, trigger, fire, wf_id)
+
+        wf_id, _ = await Debouncer(self.store).submit(
+            self._definition(fire), fire.origin, run, once_key=once_key, retention_s=fire.retention_s, extra=counters
+        )
+        return FireResult(FireOutcome.STARTED, wf_id, "debounced")
+
+    def _definition(self, fire: Fire) -> WorkflowDefinition:
         trigger = fire.trigger
-        simple = fire.fire_key and fire.due_at is None and not (trigger and trigger.spec.config.skip_if_running)
+        merged = merge_input(fire.template.input, trigger.spec.input_data if trigger else None, fire.payload)
+        return fire.template.model_copy(update={"input": merged})
+
+    def _run_slots(self, fire: Fire) -> RunSlots | None:
+        definition, trigger = self._definition(fire), fire.trigger
+        return run_slots(
+            definition.name, definition.config, definition.input,
+            priority=trigger.spec.config.priority if trigger else None,
+            trigger_id=trigger.id if trigger else None,
+            overlap=trigger.spec.config.overlap if trigger else None,
+        )
+
+    async def _fire(self, fire: Fire) -> FireResult:
+        trigger = fire.trigger
+        simple = fire.fire_key and fire.due_at is None and not (trigger and trigger.spec.config.skips_running)
         try:
             if simple and (done := await self._fire_once(fire)) is not None:
                 return done
@@ -173,7 +231,7 @@ class Firing:
         fire_key = k.fire(tid, fire.fire_key) if fire.fire_key else None
         if fire_key:
             watched.append(fire_key)
-        skip_running = bool(trigger and trigger.spec.config.skip_if_running)
+        skip_running = bool(trigger and trigger.spec.config.skips_running)
         if trigger and skip_running:
             watched.append(k.trigger_runs(trigger.id))
         if trigger and fire.due_at is not None:
@@ -243,18 +301,17 @@ class Firing:
 
         The root span is ended (exported) only once the transaction committed.
         """
-        trigger = fire.trigger
-        definition = fire.template.model_copy(
-            update={
-                "input": merge_input(
-                    fire.template.input, trigger.spec.input_data if trigger else None, fire.payload
-                )
-            }
-        )
+        definition = self._definition(fire)
         wf_id = new_workflow_id()
         root = WorkflowRoot(
             definition.name, origin_kind=fire.origin.kind, trigger_id=fire.origin.trigger_id, start_s=fire.now
         )
+        run = self._run_slots(fire)
+        if run is not None:  # flow control: written queued, admitted once this transaction committed
+            FlowControl(self.store).write_queued(
+                pipe, wf_id, definition, fire.origin, fire.now, run, trace=root.traceparent
+            )
+            return wf_id, root
         self.store.write_new(pipe, wf_id, definition, fire.origin, fire.now, trace=root.traceparent)
         snap = Snapshot(
             wf_id=wf_id,

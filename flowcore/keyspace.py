@@ -44,12 +44,41 @@ Triggers
     ``{p}:fire:{tid}:{key}``    string what one fire did (the new workflow id, or ``skip:{reason}``);
                                        keyed by cron time, event id or delivery id; expires after the
                                        idempotency retention
-    ``{p}:event:{id}``          string a received event (type, matched trigger ids); expires likewise
+    ``{p}:event:{src}-{id}``    string a received event (type, matched trigger ids), its id scoped to the
+                                       sender (a digest of the token's name); expires likewise
+
+Durable waits (ADR 012)
+    ``{p}:waiting:{type}``      hash   ``{wf}|{step}|{token}`` -> JSON ``{"filter", "since"}`` of each
+                                       wait_for_event step waiting for events of one type
+    ``{p}:evlog:{type}``        stream the last 1,000 events of one type (``data``: id, payload, ts), read by a
+                                       wait that begins after its event was published
+
+Flow control of starts (ADR 013, :mod:`flowcore.admission_store`)
+    ``{p}:fc:run:{wf}``         string JSON of a flow-controlled run's slots and priority (until it finishes)
+    ``{p}:fc:active:{slot}``    zset   runs holding a concurrency slot -> admitted (ms)
+    ``{p}:fc:window:{slot}``    zset   runs admitted through a rate slot -> admitted (ms), trimmed to the period
+    ``{p}:fc:q:{slot}``         zset   runs waiting on a slot -> priority band * 2^40 + arrival sequence
+    ``{p}:fc:slots``            zset   slot ids with waiting or active runs -> last change (ms): what the sweep visits
+    ``{p}:fc:pending``          zset   queued runs not yet through admission -> created (ms)
+    ``{p}:fc:admitted``         zset   runs admitted and not yet started -> admitted (ms)
+    ``{p}:fc:evict``            hash   run id -> reason, of runs to cancel (newest wins) not yet cancelled
+    ``{p}:fc:seq``              string arrival sequence of waiting runs
+    ``{p}:fc:deb:{slot}``       hash   the open debounce window of a key: ``wf`` (its run), ``first_at``
+    ``{p}:fc:debin:{wf}``       list   the inputs accumulated by a debounce window's run (JSON), until it starts
+    ``{p}:fc:debounce``         zset   runs of open debounce windows -> when the window closes (ms)
+    ``{p}:fc:debclosed``        zset   runs whose window closed and whose input is not yet written -> closed (ms)
+    ``{p}:fc:counts``           hash   ``{outcome}`` and ``{outcome}:{name}`` -> count (queued, throttled,
+                                       refused, skipped, evicted, admitted, debounced)
 
 Pools and agents
     ``{p}:pools:services``      hash   pool service id -> registration JSON (url, capacity, warm keys)
     ``{p}:pools:heartbeat``     zset   pool service id -> last heartbeat (ms)
     ``{p}:agents``              hash   agent id -> agent record JSON
+    ``{p}:kept:{service}``      hash   container id -> kept container record JSON (cleanup policy keep)
+
+Secrets
+    ``{p}:secrets``             hash   secret name -> JSON {ct, created_at, updated_at}: the value sealed with
+                                       AES-GCM under the stack's secrets key (flowcore.secretstore)
 
 Dashboard
     ``{p}:ui:session:{digest}`` hash   a browser session: ``csrf`` token, ``created_at``; the key holds the
@@ -98,6 +127,13 @@ class Keyspace:
 
     def containers(self, wf_id: str) -> str:
         return f"{self.prefix}:containers:{wf_id}"
+
+    # durable waits (ADR 012)
+    def waiters(self, event_type: str) -> str:
+        return f"{self.prefix}:waiting:{event_type}"
+
+    def event_log(self, event_type: str) -> str:
+        return f"{self.prefix}:evlog:{event_type}"
 
     def workflow_keys(self, wf_id: str) -> list[str]:
         """Every key that belongs to one workflow (for delete)."""
@@ -180,6 +216,65 @@ class Keyspace:
     @property
     def agents(self) -> str:
         return f"{self.prefix}:agents"
+
+    @property
+    def secrets(self) -> str:
+        """hash: secret name -> JSON {ct, created_at, updated_at}, AES-GCM sealed (flowcore.secretstore)."""
+        return f"{self.prefix}:secrets"
+
+    def kept(self, service_id: str) -> str:
+        return f"{self.prefix}:kept:{service_id}"
+
+    # flow control (ADR 013)
+    def fc_run(self, wf_id: str) -> str:
+        return f"{self.prefix}:fc:run:{wf_id}"
+
+    def fc_active(self, slot_id: str) -> str:
+        return f"{self.prefix}:fc:active:{slot_id}"
+
+    def fc_window(self, slot_id: str) -> str:
+        return f"{self.prefix}:fc:window:{slot_id}"
+
+    def fc_queue(self, slot_id: str) -> str:
+        return f"{self.prefix}:fc:q:{slot_id}"
+
+    @property
+    def fc_slots(self) -> str:
+        return f"{self.prefix}:fc:slots"
+
+    @property
+    def fc_pending(self) -> str:
+        return f"{self.prefix}:fc:pending"
+
+    def fc_debounce_window(self, slot_id: str) -> str:
+        return f"{self.prefix}:fc:deb:{slot_id}"
+
+    def fc_debounce_inputs(self, wf_id: str) -> str:
+        return f"{self.prefix}:fc:debin:{wf_id}"
+
+    @property
+    def fc_debounce_due(self) -> str:
+        return f"{self.prefix}:fc:debounce"
+
+    @property
+    def fc_debounce_closed(self) -> str:
+        return f"{self.prefix}:fc:debclosed"
+
+    @property
+    def fc_admitted(self) -> str:
+        return f"{self.prefix}:fc:admitted"
+
+    @property
+    def fc_evict(self) -> str:
+        return f"{self.prefix}:fc:evict"
+
+    @property
+    def fc_seq(self) -> str:
+        return f"{self.prefix}:fc:seq"
+
+    @property
+    def fc_counts(self) -> str:
+        return f"{self.prefix}:fc:counts"
 
     # dashboard
     def ui_session(self, digest: str) -> str:

@@ -18,6 +18,14 @@ from agentainer_flow.models import StepStatus as StepStatus
 from agentainer_flow.models import WorkflowStatus as WorkflowStatus
 from flowcore import patterns
 from flowcore.durations import DurationS
+from flowcore.flowcontrol import (
+    MAX_LIMIT,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    ConcurrencyConfig,
+    DebounceConfig,
+    RateLimitConfig,
+)
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _PATH_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
@@ -82,6 +90,23 @@ class PoolOptions(_Strict):
         if self.min_size > self.max_size:
             raise ValueError("pool.min_size must not exceed pool.max_size")
         return self
+
+
+MAX_KEEP_FOR_S = 7 * 86400.0  # the longest keep_for a definition may ask for (the pool may cap lower)
+
+
+class CleanupPolicy(_Strict):
+    """What happens to a task's container once the task has ended (docs/pool.md, ADR 014).
+
+    ``return``: back to the warm pool (successes only, and only when the container is clean);
+    ``remove``: removed at once; ``keep``: quarantined for inspection for ``keep_for``.
+    """
+
+    on_success: Literal["return", "remove", "keep"] = "return"
+    on_failure: Literal["remove", "keep"] = "remove"
+    keep_for_s: DurationS = Field(
+        3600.0, alias="keep_for", gt=0, le=MAX_KEEP_FOR_S, description="How long a kept container stays."
+    )
 
 
 class ConditionLeaf(_Strict):
@@ -186,6 +211,9 @@ class _StepBase(_Strict):
     resources: Resources = Field(default_factory=Resources)
     network: str = Field("none", min_length=1, max_length=128)
     pool: PoolOptions | None = None
+    cleanup: CleanupPolicy | None = Field(
+        None, description="What happens to the task's container afterwards; overrides config.cleanup."
+    )
     mode: Literal["auto", "agent", "exec", "cold"] = "auto"
     user: str | None = Field(
         None,
@@ -297,8 +325,92 @@ class DecisionStep(_StepBase):
         return False
 
 
+EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:/-]+$"
+WORKFLOW_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MAX_APPROVAL_MESSAGE_CHARS = 2000
+
+
+class _WaitStep(_StepBase):
+    """A durable wait (ADR 012): parked in Redis by the engine, no worker or container held.
+
+    ``timeout`` (the step's) bounds the wait; ``on_timeout`` says what then happens.
+    """
+
+    @property
+    def runs_container(self) -> bool:
+        return False
+
+
+class SleepStep(_WaitStep):
+    """Succeeds once ``duration`` has passed since it began, or at ``until`` (an ISO 8601 time)."""
+
+    type: Literal["sleep"]
+    duration_s: DurationS | None = Field(None, alias="duration", ge=0, le=366 * 86400)
+    until: str | None = Field(None, max_length=64, description="ISO 8601 time (UTC when it has no offset).")
+
+    @model_validator(mode="after")
+    def _one_time(self) -> SleepStep:
+        if (self.duration_s is None) == (self.until is None):
+            raise ValueError(f"sleep step {self.id!r} needs exactly one of duration or until")
+        if self.until is not None:
+            from flowcore.waitrules import parse_until  # the parsing rule lives with the pure decisions
+
+            parse_until(self.until)
+        return self
+
+
+class WaitForEventStep(_WaitStep):
+    """Succeeds with the first event of ``event_type`` matching ``filter`` published since the workflow
+    was created; ``{"$path": ...}`` values in the filter are resolved when the wait begins."""
+
+    type: Literal["wait_for_event"]
+    event_type: str = Field(min_length=1, max_length=200, pattern=EVENT_TYPE_PATTERN)
+    filter_: dict[str, Any] = Field(default_factory=dict, alias="filter")
+    on_timeout: Literal["fail", "succeed"] = "fail"
+    default_output: Any = Field(None, description="The output when the wait times out with on_timeout: succeed.")
+
+    @field_validator("filter_")
+    @classmethod
+    def _filter(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from flowcore.waitrules import check_filter
+
+        check_filter(value)
+        return value
+
+
+class ApprovalStep(_WaitStep):
+    """Waits for a person's decision (API, SDK, CLI or dashboard); output: who decided, when, the comment."""
+
+    type: Literal["approval"]
+    message: str | None = Field(None, max_length=MAX_APPROVAL_MESSAGE_CHARS)
+    on_timeout: Literal["fail", "approve", "reject"] = "fail"
+    on_reject: Literal["fail", "continue"] = Field(
+        "fail", description="A rejection fails the step (default), or it succeeds with approved: false."
+    )
+
+
+class WorkflowStep(_WaitStep):
+    """Runs workflow ``workflow`` (a template: its definition, with ``input`` merged over its input) as a
+    child and waits for it; its output is the child's step outputs, or ``output_step``'s output."""
+
+    type: Literal["workflow"]
+    workflow: str = Field(pattern=WORKFLOW_REF_PATTERN, description="Id of the template workflow.")
+    output_step: str | None = Field(None, pattern=STEP_ID_PATTERN)
+
+
+WAIT_STEP_TYPES = (SleepStep, WaitForEventStep, ApprovalStep, WorkflowStep)
+
 Step = Annotated[
-    SequentialStep | ParallelStep | MapStep | ReduceStep | BranchStep | DecisionStep,
+    SequentialStep
+    | ParallelStep
+    | MapStep
+    | ReduceStep
+    | BranchStep
+    | DecisionStep
+    | SleepStep
+    | WaitForEventStep
+    | ApprovalStep
+    | WorkflowStep,
     Field(discriminator="type"),
 ]
 
@@ -331,6 +443,22 @@ class WorkflowConfig(_Strict):
     max_parallel: int = Field(10, ge=1, le=1000, description="Tasks (containers) running at once.")
     timeout_s: DurationS | None = Field(None, alias="timeout", gt=0, le=30 * 86400)
     failure_strategy: FailureStrategy = FailureStrategy.FAIL_FAST
+    cleanup: CleanupPolicy = Field(
+        default_factory=CleanupPolicy, description="Containers after a task: return, remove or keep (ADR 014)."
+    )
+    # flow control of starts (ADR 013, flowcore.flowcontrol)
+    concurrency: ConcurrencyConfig | None = Field(None, description="A key per start, a limit per key, a strategy.")
+    max_concurrent_runs: int | None = Field(
+        None, ge=1, le=MAX_LIMIT, description="Runs of this definition name active at once (more wait)."
+    )
+    rate_limit: RateLimitConfig | None = Field(None, description="At most `limit` starts per `period` (more wait).")
+    debounce: DebounceConfig | None = Field(None, description="Start once per key after a quiet period.")
+    priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Order of waiting starts, higher first.")
+
+    @property
+    def cleanup_if_set(self) -> CleanupPolicy | None:
+        """The workflow's cleanup policy when the definition names one (None: the pool's defaults)."""
+        return self.cleanup if "cleanup" in self.model_fields_set else None
 
 
 class WorkflowDefinition(_Strict):

@@ -40,6 +40,26 @@ class EngineEnv:
     lease_ttl_s: float = 5.0
     max_takeovers: int = 5
     pool_grace_s: float = 300.0  # how long a task waits for an unreachable pool service to come back
+    max_map_items: int = 100_000  # a map over more fails its step, saying so (docs/workflows.md#map)
+
+
+@dataclass
+class WaitJob:
+    """A job of a durable wait (``workers.waits``): ``kind`` timer, check, event, child_start,
+    child_done or child_cancel, for ``workflow_id``'s step ``step_id`` under wait ``token``."""
+
+    kind: str
+    workflow_id: str
+    step_id: str
+    token: str
+    run_at: float | None = None
+    data: Any = None
+
+    @property
+    def job_id(self) -> str:
+        # A timer re-armed while its job still runs needs another id: arq deletes a job's key when it ends.
+        due = f":{int(self.run_at * 1000)}" if self.run_at else ""
+        return f"wait:{self.workflow_id}:{self.step_id}:{self.token}:{self.kind}{due}"
 
 
 @dataclass
@@ -80,6 +100,12 @@ class Plan:
     claimed: Dispatch | None = None
     log_lines: list[LogLine] = field(default_factory=list)  # for the workflow's log stream
     note: str = ""
+    # Durable waits (ADR 012, flowcore.waitsteps): jobs to enqueue (timers, event checks, child runs),
+    # job ids to drop (a timer no longer needed), waiter entries to add or remove per event type.
+    wait_jobs: list[WaitJob] = field(default_factory=list)
+    wait_drop_jobs: list[str] = field(default_factory=list)
+    waiters_add: dict[str, tuple[str, str]] = field(default_factory=dict)  # member -> (event type, JSON)
+    waiters_remove: list[tuple[str, str]] = field(default_factory=list)  # (event type, member)
 
     @property
     def empty(self) -> bool:
@@ -95,4 +121,7 @@ class Plan:
             or self.drop_jobs
             or self.state_changes
             or self.new_items
+            or self.wait_jobs
+            or self.waiters_add
+            or self.waiters_remove
         )

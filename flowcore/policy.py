@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from flowcore import secretrefs
 from flowcore.errors import InvalidInput
 from flowcore.models import PoolOptions, Resources, WorkflowDefinition
 from flowcore.settings import TASK_USER_PATTERN, TaskPolicySection
@@ -152,8 +153,10 @@ def resolve(asks: Asks, policy: TaskPolicySection, *, prefix: str = "", enforce:
 
 
 def check_definition(definition: WorkflowDefinition, policy: TaskPolicySection) -> None:
-    """Refuse (422, field ``steps[i]....``) a definition with a step asking for more than ``policy`` allows."""
+    """Refuse (422, field ``steps[i]....``) a definition with a step asking for more than ``policy`` allows,
+    or with a malformed secret reference in its env (:mod:`flowcore.secretrefs`)."""
     check_steps(definition.steps, policy)
+    secretrefs.check_steps(definition.steps)
 
 
 def check_steps(steps: Sequence[Asks], policy: TaskPolicySection) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flowcore.models import FunctionRef, PoolOptions, Resources
+from flowcore.models import CleanupPolicy, FunctionRef, PoolOptions, Resources
 
 
 class _Wire(BaseModel):
@@ -65,6 +65,16 @@ class TaskRequest(_Wire):
     user: str | None = Field(None, description="uid[:gid] of the task processes; None: the pool's default.")
     read_only_root: bool | None = Field(None, description="None: the pool's default.")
     state_token: str | None = Field(None, description="Lets step code reach the workflow state.")
+    redact: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Values of the stored secrets the env carries: masked in the task's logs, output, log tail,"
+        " error and state writes (flowcore.secretrefs). Never stored.",
+        repr=False,
+    )
+    cleanup: CleanupPolicy | None = Field(
+        None, description="The container afterwards: return, remove or keep (None: successes return, failures go)."
+    )
 
 
 class ErrorKind(str, enum.Enum):
@@ -158,3 +168,27 @@ class TaskResult(_Wire):
         default_factory=list,
         description="The task's last output lines, not yet in the log stream: appended with its completion.",
     )
+
+
+class KeptContainer(_Wire):
+    """A container quarantined by a cleanup policy ``keep`` (``GET /v1/kept``; ADR 014)."""
+
+    container_id: str
+    name: str
+    service_id: str
+    workflow_id: str
+    step_id: str
+    task_id: str
+    index: int = 0
+    attempt: int = 1
+    outcome: Literal["succeeded", "failed"]
+    reason: str = Field(description="Why it was kept: the policy and, for a failure, the error.")
+    error_kind: str | None = None
+    image: str = ""
+    pool_key: str = ""
+    user: str | None = Field(None, description="uid[:gid] its task ran as (files are copied out as it).")
+    kept_at: str = ""
+    expires_at: str = ""
+    kept_at_s: float = 0.0
+    expires_at_s: float = 0.0
+    status: str = Field("paused", description="paused (frozen, no CPU), or exited when it had died.")

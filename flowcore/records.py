@@ -101,6 +101,9 @@ class StepRecord(_Record):
     failures: list[dict[str, Any]] = Field(default_factory=list)
     items: list[Any] | None = None
     chosen: list[str] | None = Field(None, description="Targets a branch or decision step picked.")
+    wait: dict[str, Any] | None = Field(
+        None, description="A durable wait in progress or done (ADR 012): kind, token, due_at, filter, child_id..."
+    )
 
 
 class Origin(_Record):
@@ -110,6 +113,10 @@ class Origin(_Record):
     fired_at: float | None = None
     scheduled_for: float | None = Field(None, description="Schedules: the cron time this fire stands for.")
     event_id: str | None = Field(None, description="The event id or webhook delivery id of the fire.")
+    parent_id: str | None = Field(None, description="A child run: the workflow whose `workflow` step started it.")
+    parent_step: str | None = None
+    parent_token: str | None = None
+    depth: int = Field(0, description="How deep a child run nests (0: not a child).")
 
 
 @dataclass
@@ -137,6 +144,8 @@ class Snapshot:
     # record, in ``{p}:wf:{id}:items``); a step record that still holds ``items`` needs none.
     items: dict[str, Any] = field(default_factory=dict)
     shape: Shape | None = None  # the definition's graph, when the store has it cached
+    # Flow control (ADR 013): why the run waits or was refused, its estimated start, its priority.
+    flow: dict[str, Any] | None = None
 
 
 def first_task_start(tasks: Iterable[TaskRecord]) -> float | None:

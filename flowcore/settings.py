@@ -153,9 +153,17 @@ class _PoolPeer(_Common):
     pool_token_file: str = Field(
         ".flow/pool.token", description="Where a loopback stack without FLOW_POOL_TOKEN keeps its generated token."
     )
+    secrets_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key of the stored secrets (FLOW_SECRETS_KEY, 32+ characters; the gateway's and the workers'"
+        " must be the same). Unset on loopback: a random one kept in secrets_key_file.",
+    )
+    secrets_key_file: str = Field(
+        ".flow/secrets.key", description="Where a loopback stack without FLOW_SECRETS_KEY keeps its generated key."
+    )
 
 
-TOKEN_SCOPES = ("admin", "write", "read", "trigger")
+TOKEN_SCOPES = ("admin", "write", "read", "trigger", "approve")
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 TOKEN_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
@@ -166,7 +174,7 @@ class ApiToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=TOKEN_NAME_PATTERN, description="Shown in answers and sessions; never the token.")
     hash: str = Field(pattern=TOKEN_HASH_PATTERN, description="'sha256:' + the hex SHA-256 of the token.")
-    scopes: list[Literal["admin", "write", "read", "trigger"]] = Field(min_length=1)
+    scopes: list[Literal["admin", "write", "read", "trigger", "approve"]] = Field(min_length=1)
     workflows: list[str] | None = Field(
         None, description="Only these workflows and the runs of these templates (ids); unset: every workflow."
     )
@@ -186,6 +194,12 @@ class GatewaySettings(_PoolPeer):
     port: int = Field(8081, ge=1, le=65535)
     reuse_port: bool = Field(
         False, description="Bind with SO_REUSEPORT so that several gateway processes serve one port (FLOW_PROCESSES)."
+    )
+    sse_max_streams: int = Field(
+        200, ge=1, le=10_000, description="Live event streams (SSE) one gateway process serves at once (503 past it)."
+    )
+    sse_max_streams_per_client: int = Field(
+        20, ge=1, le=10_000, description="Live event streams one token or session holds at once per process (429)."
     )
     tokens: list[SecretStr] = Field(default_factory=list, description="Accepted API tokens (admin scope).")
     api_tokens: list[ApiToken] = Field(
@@ -319,6 +333,17 @@ class PoolSettings(_PoolPeer):
     workflow_idle_timeout_s: float = Field(
         15.0, gt=0, description="Idle containers of a workflow-scoped pool are removed after this, whatever min_size."
     )
+    # Kept containers (cleanup policy ``keep``, ADR 014): paused, outside max_containers, capped here.
+    keep_max: int = Field(20, ge=0, le=1000, description="Kept containers this service holds; past it the oldest go.")
+    keep_max_per_pool: int = Field(
+        5, ge=0, le=1000, description="Kept containers of one pool key; past it the oldest of that key go."
+    )
+    keep_for_max_s: float = Field(86400.0, gt=0, description="Upper bound of any keep_for (longer asks are cut).")
+    kept_sweep_s: float = Field(5.0, gt=0, description="How often expired kept containers are looked for.")
+    kept_copy_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest archive copied out of a kept container."
+    )
+    agent_watch_s: float = Field(1.0, gt=0, description="How often agents' restart policies (on_error) are applied.")
 
 
 class SchedulerSettings(_Common):

@@ -61,7 +61,8 @@ __all__ = [
 
 MAX_COMMIT_RETRIES = 200
 RECORD_FIELDS = (
-    "status", "created_at", "started_at", "finished_at", "error", "origin", "version", "trace", "definition_digest"
+    "status", "created_at", "started_at", "finished_at", "error", "origin", "version", "trace", "definition_digest",
+    "flow",  # flow control (ADR 013): JSON of why the run waits, its estimated start, its priority
 )
 DEFINITIONS = DefinitionCache()  # per process: definitions never change after submission
 
@@ -105,27 +106,32 @@ class WorkflowStore:
         now: float,
         *,
         trace: str | None = None,
+        status: WorkflowStatus = WorkflowStatus.PENDING,
+        flow: dict[str, Any] | None = None,
     ) -> None:
         """Queue the commands that create a pending workflow record (inside the caller's MULTI).
 
         ``trace`` is the traceparent of the workflow's root span (:class:`flowcore.tracing.WorkflowRoot`).
+        ``status`` is ``queued`` for a start awaiting admission (``flow`` says why, ADR 013).
         """
         raw = definition.model_dump_json(by_alias=True)
         record = {
             "definition": raw,
             "definition_digest": digest(raw),
-            "status": WorkflowStatus.PENDING.value,
+            "status": status.value,
             "created_at": repr(now),
             "origin": origin.model_dump_json(),
             "version": "0",
         }
         if trace:
             record["trace"] = trace
+        if flow is not None:
+            record["flow"] = json.dumps(flow)
         score = int(now * 1000)
         pipe.hset(self.keys.workflow(wf_id), mapping=record)
         pipe.zadd(self.keys.all_workflows, {wf_id: score})
-        pipe.zadd(self.keys.by_status(WorkflowStatus.PENDING.value), {wf_id: score})
-        event = {"type": "workflow", "workflow_id": wf_id, "status": "pending", "ts": now}
+        pipe.zadd(self.keys.by_status(status.value), {wf_id: score})
+        event = {"type": "workflow", "workflow_id": wf_id, "status": status.value, "ts": now}
         pipe.xadd(self.keys.global_events, {"data": json.dumps(event)}, maxlen=GLOBAL_EVENTS_MAXLEN, approximate=True)
 
     async def _definition(self, wf_id: str, key: str) -> Parsed:
@@ -157,6 +163,7 @@ class WorkflowStore:
             origin=Origin.model_validate_json(rec["origin"]) if rec["origin"] else Origin(),
             version=int(rec["version"] or "0"),
             trace=rec["trace"] or None,
+            flow=json.loads(rec["flow"]) if rec["flow"] else None,
         )
 
     async def _read_record(self, conn: Redis | Pipeline, wf_id: str) -> Snapshot:
@@ -254,6 +261,23 @@ class WorkflowStore:
                 self._locks[wf_id] = (lock, users - 1)
 
     async def transact(
+        self,
+        wf_id: str,
+        decide: Callable[[Snapshot], Plan],
+        *,
+        tasks: tuple[str, ...] = (),
+        items: tuple[str, ...] = (),
+    ) -> Plan:
+        """:meth:`_transact`, then, when the plan finished a flow-controlled run, release what it held
+        (admitting the starts that waited for it, ADR 013); a release that fails is the sweep's to redo."""
+        plan = await self._transact(wf_id, decide, tasks=tasks, items=items)
+        if plan.snap.status.finished and plan.old_status != plan.snap.status and not plan.empty:
+            from flowcore.admission_store import release_after_finish  # it starts runs through this store
+
+            await release_after_finish(self, plan.snap)
+        return plan
+
+    async def _transact(
         self,
         wf_id: str,
         decide: Callable[[Snapshot], Plan],

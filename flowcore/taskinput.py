@@ -112,4 +112,5 @@ def task_request(snap: Snapshot, task: TaskRecord, deps: frozenset[str]) -> Task
         pool=step.pool,
         user=step.user,
         read_only_root=step.read_only_root,
+        cleanup=step.cleanup or snap.definition.config.cleanup_if_set,
     )

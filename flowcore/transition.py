@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flowcore import conditions, paths, retry
+from flowcore import conditions, paths, retry, waitsteps
 from flowcore.defcache import shape_of
 from flowcore.errors import Conflict
 from flowcore.keyspace import lease_member
 from flowcore.models import (
+    WAIT_STEP_TYPES,
     BranchStep,
     DecisionStep,
     FailureStrategy,
@@ -190,6 +191,7 @@ class Transition:
         self.progress()
 
     def fail_workflow(self, error: str) -> None:
+        waitsteps.release_all(self, f"workflow failed: {error}")
         for task in self.active_tasks():
             self.cancel_task(task, f"workflow failed: {error}")
         for rec in self.snap.steps.values():
@@ -205,6 +207,7 @@ class Transition:
     def cancel(self, reason: str) -> None:
         if self.snap.status.finished:
             raise Conflict(f"workflow {self.snap.wf_id!r} is already {self.snap.status.value}")
+        waitsteps.release_all(self, reason)
         for task in self.active_tasks():
             self.cancel_task(task, reason)
         for rec in self.snap.steps.values():
@@ -276,6 +279,9 @@ class Transition:
     def begin_step(self, rec: StepRecord) -> None:
         step = self.defn.step(rec.id)
         view = build_view(self.snap)
+        if isinstance(step, WAIT_STEP_TYPES):  # durable waits: parked, no container (ADR 012)
+            waitsteps.begin(self, rec, step, view)
+            return
         if isinstance(step, BranchStep):
             result = conditions.evaluate(step.condition, view)
             rec.chosen = list(step.then if result else step.else_)
@@ -303,6 +309,12 @@ class Transition:
                 return
             if not isinstance(items, list):
                 self.step_failed(rec, f"map source {step.items!r} is not an array (it is {type(items).__name__})")
+                return
+            if len(items) > self.env.max_map_items:
+                self.step_failed(
+                    rec, f"map source {step.items!r} has {len(items)} items; the limit is {self.env.max_map_items}:"
+                    " map over batches of items instead",
+                )
                 return
             rec.items = items
             self.plan.new_items[rec.id] = items

@@ -25,6 +25,7 @@ from agentainer_flow.models import TriggerType as TriggerType
 from flowcore import cron, eventfilter
 from flowcore.durations import DurationS
 from flowcore.errors import InvalidInput
+from flowcore.flowcontrol import MAX_PRIORITY, MIN_PRIORITY, Overlap
 from flowcore.signatures import DEFAULT_DELIVERY_HEADER, DEFAULT_GENERIC_HEADER, SignaturePreset, WebhookAuth
 
 SECRET_MASK = "********"
@@ -45,6 +46,25 @@ class TriggerOptions(BaseModel):
     event_type: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/-]+$")
     event_filter: dict[str, Any] = Field(default_factory=dict)
     skip_if_running: bool = Field(False, description="Skip (and count) a fire while a run of this trigger is active.")
+    overlap: Overlap | None = Field(
+        None,
+        description="A fire while a run of this trigger is active: skip (= skip_if_running), buffer_one, "
+        "buffer_all, cancel_other or allow_all (the default). Scheduled, event and manual fires alike (ADR 013).",
+    )
+    priority: int | None = Field(
+        None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Order of this trigger's waiting starts, higher first."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_alias(self) -> TriggerOptions:
+        if self.skip_if_running and self.overlap not in (None, Overlap.SKIP):
+            raise ValueError(f"skip_if_running contradicts overlap {self.overlap.value!r}: keep one of them")
+        return self
+
+    @property
+    def skips_running(self) -> bool:
+        """A fire is skipped while a run of the trigger is active (``overlap: skip`` or ``skip_if_running``)."""
+        return self.skip_if_running or self.overlap == Overlap.SKIP
     catch_up: CatchUp = CatchUp.SKIP
     misfire_grace_s: DurationS = Field(60.0, ge=0, le=86400, description="A fire this late still runs on time.")
     signature: SignaturePreset | None = Field(None, description="Webhooks: github, stripe or generic.")

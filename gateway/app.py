@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import pooltoken, redisconn
+from flowcore import pooltoken, redisconn, secretstore
 from flowcore.firing import Firing
 from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings
@@ -28,12 +28,14 @@ from gateway.errors import HANDLERS, RETRY_AFTER_S
 from gateway.middleware import BodyLimit, HostCheck, TokenAuth
 from gateway.pathids import check_path_ids
 from gateway.routes import (
+    approvals,
     intake,
     logs,
     metrics,
     pools,
     retention,
     retry,
+    secrets,
     spans,
     state,
     stream,
@@ -41,6 +43,7 @@ from gateway.routes import (
     workflows,
 )
 from gateway.scopes import AuthConfig
+from gateway.streamgate import StreamGate
 
 API_VERSION = "1.0.0"
 
@@ -60,6 +63,9 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
     auth = AuthConfig.from_settings(settings)  # tokens by hash, scopes, throttle, hosts, proxies
     pool_token = pooltoken.resolve(settings.pool_token, settings.pool_token_file)
     keys = Keyspace(settings.redis.prefix)
+    # Stored secrets (flowcore.secretstore): None disables them on a non-loopback bind without a key.
+    secrets_key = secretstore.resolve_key(settings.secrets_key, settings.secrets_key_file, bind_host=settings.host)
+    cipher = secretstore.SecretCipher(secrets_key) if secrets_key is not None else None
     sessions = SessionStore(keys, book=auth.book)  # the dashboard's; connected in the lifespan
 
     @contextlib.asynccontextmanager
@@ -74,6 +80,8 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         app.state.states = StateStore(conn, keys)
         app.state.triggers = TriggerStore(conn, keys)
         app.state.firing = Firing(conn, keys)
+        app.state.secrets = secretstore.SecretStore(conn, keys, cipher)
+        app.state.stream_gate = StreamGate(settings.sse_max_streams, settings.sse_max_streams_per_client)
         # The pool token goes with every call to a pool service (forwarded requests, metrics).
         app.state.pool_http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=5.0), headers=pooltoken.bearer(pool_token)
@@ -101,6 +109,8 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         *metrics.routes,
         *stream.routes,
         *retry.routes,
+        *secrets.routes,
+        *approvals.routes,
         *spans.routes,
     ]
     check_path_ids(routes)  # one id rule for every {workflow_id}, {trigger_id}, {key}...

@@ -56,7 +56,7 @@ def validation_body(exc: ValidationError, prefix: str = "") -> dict[str, Any]:
 
 async def flow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowError)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status_code == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status_code in (429, 503) else None
     return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
 
 

@@ -27,18 +27,20 @@ from starlette.routing import compile_path
 from flowcore.settings import GatewaySettings
 from gateway.clients import FailureThrottle, Network, allowed_hosts, proxy_networks
 
-ScopeName = Literal["admin", "write", "read", "trigger"]
+ScopeName = Literal["admin", "write", "read", "trigger", "approve"]
 ADMIN: ScopeName = "admin"
 WRITE: ScopeName = "write"
 READ: ScopeName = "read"
 TRIGGER: ScopeName = "trigger"
+APPROVE: ScopeName = "approve"  # decide approval steps (ADR 012); write and admin imply it
 
-# What holding a scope lets a token do: admin everything, write also reads and fires.
+# What holding a scope lets a token do: admin everything, write also reads, fires and approves.
 IMPLIES: dict[str, frozenset[str]] = {
-    ADMIN: frozenset({ADMIN, WRITE, READ, TRIGGER}),
-    WRITE: frozenset({WRITE, READ, TRIGGER}),
+    ADMIN: frozenset({ADMIN, WRITE, READ, TRIGGER, APPROVE}),
+    WRITE: frozenset({WRITE, READ, TRIGGER, APPROVE}),
     READ: frozenset({READ}),
     TRIGGER: frozenset({TRIGGER}),
+    APPROVE: frozenset({APPROVE, READ}),
 }
 HASH_PREFIX = "sha256:"
 
@@ -48,10 +50,12 @@ ROUTE_SCOPES: tuple[tuple[str, str, ScopeName], ...] = (
     ("POST", "/v1/workflows", WRITE),
     ("GET", "/v1/workflows/{workflow_id}", READ),
     ("DELETE", "/v1/workflows/{workflow_id}", WRITE),
+    ("DELETE", "/v1/workflows", WRITE),  # by filter (flowcore.retention); a token limited to workflows cannot
     ("POST", "/v1/workflows/{workflow_id}/start", WRITE),
     ("POST", "/v1/workflows/{workflow_id}/cancel", WRITE),
-    ("DELETE", "/v1/workflows", WRITE),  # by filter (flowcore.retention); a token limited to workflows cannot
     ("POST", "/v1/workflows/{workflow_id}/retry", WRITE),
+    ("POST", "/v1/workflows/{workflow_id}/steps/{step_id}/approve", APPROVE),
+    ("POST", "/v1/workflows/{workflow_id}/steps/{step_id}/reject", APPROVE),
     ("GET", "/v1/workflows/{workflow_id}/jobs", READ),
     ("GET", "/v1/workflows/{workflow_id}/logs", READ),
     ("GET", "/v1/workflows/{workflow_id}/metrics", READ),
@@ -76,15 +80,23 @@ ROUTE_SCOPES: tuple[tuple[str, str, ScopeName], ...] = (
     ("GET", "/v1/triggers/{trigger_id}/runs", READ),
     ("POST", "/v1/events", TRIGGER),
     ("GET", "/v1/events", READ),
+    # Secrets: names and times are read; storing and deleting a value is admin (the default).
+    ("GET", "/v1/secrets", READ),
+    ("GET", "/v1/secrets/{name}", READ),
+    ("PUT", "/v1/secrets/{name}", ADMIN),
+    ("DELETE", "/v1/secrets/{name}", ADMIN),
     ("GET", "/v1/metrics/history", READ),
     ("GET", "/v1/metrics/aggregate", READ),
     ("GET", "/v1/metrics/series", READ),
+    ("GET", "/v1/metrics/flow-control", READ),
     ("GET", "/metrics", READ),
     # Pools and agents start containers: reading them is read, changing them is admin (the default).
     ("GET", "/v1/pools", READ),
     ("GET", "/v1/pools/{rest:path}", READ),
     ("GET", "/v1/agents", READ),
     ("GET", "/v1/agents/{rest:path}", READ),
+    ("GET", "/v1/kept", READ),  # containers kept by a cleanup policy: listing, logs, files (ADR 014)
+    ("GET", "/v1/kept/{rest:path}", READ),
     # The dashboard's pages (its API calls are judged as any other request).
     ("GET", "/ui", READ),
     ("GET", "/ui/{page:path}", READ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flowcore import dag
+from flowcore import dag, waitrules
 from flowcore.records import Snapshot, StepRecord, TaskRecord, first_task_start
 
 
@@ -72,10 +72,22 @@ def step_view(snap: Snapshot, rec: StepRecord, *, with_tasks: bool = True) -> di
         "failed": rec.failed,
         "failures": rec.failures,
         "chosen": rec.chosen,
+        "wait": waitrules.wait_view(rec.wait),  # durable waits (ADR 012): what it waits for, until when
     }
     if with_tasks:
         body["tasks"] = [task_view(t) for t in tasks]
     return body
+
+
+def flow_view(snap: Snapshot) -> dict[str, Any]:
+    """Flow control (ADR 013): why a run waits or was refused, its estimated start, its priority."""
+    flow = snap.flow or {}
+    return {
+        "queued_reason": flow.get("queued_reason"),
+        "estimated_start": iso(flow.get("estimated_start")),
+        "priority": flow.get("priority", snap.definition.config.priority),
+        "admitted_at": iso(flow.get("admitted_at")),
+    }
 
 
 def workflow_view(snap: Snapshot, *, detail: bool = True, now: float | None = None) -> dict[str, Any]:
@@ -94,6 +106,7 @@ def workflow_view(snap: Snapshot, *, detail: bool = True, now: float | None = No
         "labels": d.labels,
         "origin": snap.origin.model_dump(mode="json"),
         "step_count": len(d.steps),
+        **flow_view(snap),
     }
     if detail:
         body["input"] = snap.input

@@ -13,19 +13,23 @@ whose record was lost, and marks ``lost`` the agents whose containers vanished m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from flowcore.durations import DurationS
 from flowcore.errors import Conflict, FlowError, NotFound
 from flowcore.keyspace import Keyspace
 from flowcore.settings import PoolSettings
+from pool.agent_bridge import AgentBridge
+from pool.agent_restart import OnError
 from pool.redisio import aw as _aw
 from pool.runtime import (
     LABEL_AGENT,
@@ -34,6 +38,7 @@ from pool.runtime import (
     LABEL_SERVICE,
     LABEL_STEP,
     LABEL_WORKFLOW,
+    Bind,
     ContainerRuntime,
     ContainerSpec,
     ContainerState,
@@ -46,7 +51,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class AgentSpec(BaseModel):
     """``POST /v1/agents``: deploy (create and start) a long-running container."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = Field(pattern=NAME_PATTERN)
     image: str = Field(min_length=1, max_length=512)
     command: list[str] | str | None = None
@@ -56,6 +61,11 @@ class AgentSpec(BaseModel):
     network: str = Field("none", min_length=1)
     workflow_id: str | None = None
     step_id: str | None = None
+    # When it exits with an error (pool.agent_restart, ADR 014): restart with backoff, keep, remove.
+    on_error: OnError = "keep"
+    max_restarts: int = Field(3, ge=0, le=100, description="Restarts (on_error: restart) before it stays stopped.")
+    restart_backoff_s: DurationS = Field(1.0, alias="restart_backoff", gt=0, le=3600)
+    restart_backoff_max_s: DurationS = Field(60.0, alias="restart_backoff_max", gt=0, le=86400)
 
 
 class AgentRecord(AgentSpec):
@@ -66,6 +76,10 @@ class AgentRecord(AgentSpec):
     created_at: str = ""
     updated_at: str = ""
     reason: str | None = Field(None, description="Why the agent is lost, or how it was adopted.")
+    restarts: int = Field(0, description="Restarts after an error exit (on_error: restart).")
+    desired: Literal["running", "stopped"] = "running"  # stopped through the API: no restart policy applies
+    next_restart_at_s: float | None = None
+    last_exit_code: int | None = None
 
 
 # An agent's env values may be secrets: they go to its container and nowhere else. Records (in Redis
@@ -119,6 +133,8 @@ class AgentService:
         self._redis = redis
         self._keys = keys
         self._settings = settings
+        # Set by PoolServices: agents deployed for a workflow reach its state (pool.agent_bridge).
+        self.bridge: AgentBridge | None = None
 
     async def _save(self, record: AgentRecord) -> AgentRecord:
         record.updated_at = _now()
@@ -139,15 +155,32 @@ class AgentService:
             state = await self._runtime.inspect(record.container_id)
         except NotFound:
             status = "lost"
-            record.reason = "its container is gone (removed outside Agentainer Flow)"
         except FlowError:
             return record
         else:
             status = _status(state)
+            if not state.running and record.next_restart_at_s is not None and record.desired == "running":
+                status = "restarting"  # its restart policy starts it again after the backoff
         if status != record.status:
+            # Read anew: the restart watcher may have written the record meanwhile.
+            with contextlib.suppress(NotFound):
+                record = await self._load(record.id)  # its reason and restart fields as the watcher left them
             record.status = status
+            if status == "lost":
+                record.reason = "its container is gone (removed outside Agentainer Flow)"
             await self._save(record)
         return record
+
+    @property
+    def runtime(self) -> ContainerRuntime:
+        return self._runtime
+
+    async def own_records(self) -> list[AgentRecord]:
+        """The records of this service's agents (as stored, not refreshed)."""
+        return [r for r in await self._all() if r.service_id == self._settings.service_id]
+
+    async def update(self, record: AgentRecord) -> AgentRecord:
+        return await self._save(record)
 
     async def deploy(self, spec: AgentSpec) -> AgentRecord:
         for other in await self._all():
@@ -177,8 +210,15 @@ class AgentService:
             env["FLOW_WORKFLOW_ID"] = spec.workflow_id
         if spec.step_id:
             env["FLOW_STEP_ID"] = spec.step_id
+        binds: list[Bind] = []
+        if spec.workflow_id and self.bridge is not None:  # its workflow's state over a socket
+            grant = await self.bridge.attach(record.id, spec.workflow_id)
+            env.update(grant.env)
+            labels.update(grant.labels)
+            binds = grant.binds
         command = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else spec.command
         container_spec = ContainerSpec(
+            binds=binds,
             image=spec.image,
             command=command,
             env=env,
@@ -188,7 +228,12 @@ class AgentService:
             memory_mb=spec.memory_mb,
             name=f"{CONTAINER_PREFIX}{record.id[6:]}-{spec.name}"[:120],
         )
-        record.container_id = await self._runtime.start(container_spec)
+        try:
+            record.container_id = await self._runtime.start(container_spec)
+        except BaseException:
+            if self.bridge is not None:
+                await self.bridge.close(record.id)
+            raise
         record.status = "running"
         return await self._save(record)
 
@@ -208,16 +253,22 @@ class AgentService:
         if record.container_id is None:
             raise Conflict(f"agent {agent_id!r} has no container", field="agent_id")
         await self._runtime.start_existing(record.container_id)
+        record.desired, record.next_restart_at_s = "running", None
+        await self._save(record)
         return await self._refresh(record)
 
     async def stop(self, agent_id: str) -> AgentRecord:
         record = await self._load(agent_id)
+        record.desired, record.next_restart_at_s = "stopped", None  # before it exits: no restart
+        await self._save(record)
         if record.container_id is not None:
             await self._runtime.stop(record.container_id)
         return await self._refresh(record)
 
     async def delete(self, agent_id: str) -> None:
         record = await self._load(agent_id)
+        if self.bridge is not None:
+            await self.bridge.close(agent_id)
         if record.container_id is not None:
             await self._runtime.remove(record.container_id)
         await _aw(self._redis.hdel(self._keys.agents, agent_id))
@@ -257,6 +308,8 @@ class AgentService:
             record.container_id = state.container_id
             record.status = _status(state)
             await self._save(record)
+            if self.bridge is not None:
+                await self.bridge.reattach(agent_id, state.labels)
         for record in records.values():
             if record.id in containers or record.status in GONE:
                 continue

@@ -11,6 +11,8 @@ Routes (JSON unless noted):
 - ``GET  /v1/pools``, ``GET /v1/pools/{key}``, ``POST /v1/pools/{key}/resize``, ``POST /v1/pools/{key}/drain``
 - ``/v1/agents`` (deploy, list), ``/v1/agents/{id}`` (get, delete), ``.../start``, ``.../stop``,
   ``.../logs`` (text; ``?follow=1`` streams lines)
+- ``/v1/kept`` (list, remove a workflow's), ``/v1/kept/{id}`` (get, delete), ``.../logs``, ``.../files``
+  (containers kept by a cleanup policy, :mod:`pool.routes.kept`)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from flowcore import pooltoken
 from flowcore.errors import FlowError
 from flowcore.settings import PoolSettings
 from pool.guard import PoolGuard
-from pool.routes import agents, tasks
+from pool.routes import agents, kept, tasks
 from pool.services import PoolServices
 
 
@@ -55,7 +57,7 @@ def create_app(settings: PoolSettings) -> Starlette:
         finally:
             await services.close()
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *tasks.routes, *agents.routes]
+    routes = [Route("/healthz", healthz, methods=["GET"]), *tasks.routes, *agents.routes, *kept.routes]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from flowcore.secretrefs import Redactor
 from pool.agent.flow_agent_wire import MAX_LINE_BYTES, decode_message, encode_message
 from pool.errors import AgentStartFailed, ChannelClosed
 
@@ -52,6 +53,7 @@ class AgentChannel:
         self._state_handler = state_handler
         self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._workflows: dict[str, str] = {}
+        self._redactors: dict[str, Redactor] = {}
         self._log_handlers: dict[str, LogHandler] = {}
         self._pings: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._seq = itertools.count(1)
@@ -81,13 +83,20 @@ class AgentChannel:
             self._pings.pop(n, None)
 
     async def run(
-        self, message: dict[str, Any], workflow_id: str, on_log: LogHandler | None = None
+        self,
+        message: dict[str, Any],
+        workflow_id: str,
+        on_log: LogHandler | None = None,
+        redactor: Redactor | None = None,
     ) -> dict[str, Any]:
-        """Send a ``run`` message and wait for its ``result``; its ``log`` lines go to ``on_log``."""
+        """Send a ``run`` message and wait for its ``result``; its ``log`` lines go to ``on_log``; the
+        values it writes to state are masked with ``redactor`` (the task's secrets)."""
         task_id = str(message["id"])
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._results[task_id] = future
         self._workflows[task_id] = workflow_id
+        if redactor:
+            self._redactors[task_id] = redactor
         if on_log is not None:
             self._log_handlers[task_id] = on_log
         try:
@@ -96,6 +105,7 @@ class AgentChannel:
         finally:
             self._results.pop(task_id, None)
             self._workflows.pop(task_id, None)
+            self._redactors.pop(task_id, None)
             self._log_handlers.pop(task_id, None)
 
     def cancel(self, task_id: str) -> None:
@@ -182,10 +192,12 @@ class AgentChannel:
         elif self._state_handler is None:
             reply = {"ok": False, "error": "state access is not available"}
         else:
+            value = message.get("value")
+            redactor = self._redactors.get(str(message.get("id")))
+            if redactor is not None:
+                value = redactor.value(value)
             try:
-                reply = await self._state_handler(
-                    workflow_id, str(message.get("op")), str(message.get("key")), message.get("value")
-                )
+                reply = await self._state_handler(workflow_id, str(message.get("op")), str(message.get("key")), value)
             except Exception as exc:  # the step sees the error, the pool goes on
                 reply = {"ok": False, "error": str(getattr(exc, "message", exc))}
         with contextlib.suppress(ChannelClosed):

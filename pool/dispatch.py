@@ -25,17 +25,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from flowcore.errors import Conflict, FlowError, ImageNotFound, InvalidInput, NotFound
 from flowcore.pool_api import DispatchMode, ErrorKind, TaskError, TaskRequest, TaskResult, TaskTimings
+from flowcore.secretrefs import Redactor, redact_result
 from flowcore.tracing_spans import record_acquire
-from pool import contract, sizing
+from pool import cleanup, contract, sizing
 from pool.containers import PooledContainer, safe_name, scratch_mounts
 from pool.errors import ChannelClosed, PoolWaitTimeout
+from pool.kept import Keeper
 from pool.keys import Kind, key_for, resolve_policy
 from pool.manager import PoolManager
 from pool.records import ContainerRecorder
 from pool.runtime import LABEL_STEP, LABEL_TASK, LABEL_WORKFLOW, ContainerSpec
 from pool.tasklogs import LogShipper, TaskLog
+from pool.warm import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,10 @@ class Dispatcher:
         manager: PoolManager,
         recorder: ContainerRecorder | None = None,
         logs: LogShipper | None = None,
+        keeper: Keeper | None = None,
     ) -> None:
         self.manager = manager
+        self.keeper = keeper  # cleanup policy keep (ADR 014); without one, keep means remove
         self.runtime = manager.runtime
         self.settings = manager.settings
         self.recorder = recorder
@@ -106,6 +113,7 @@ class Dispatcher:
             if running.log is not None:
                 result.logs = running.log.take_final()  # the worker appends them with the completion
                 await running.log.finish()
+            result = redact_result(result, Redactor(request.redact))  # the task's secrets, masked
         finally:
             self.running.pop(request.task_id, None)
             running.done.set()
@@ -171,17 +179,42 @@ class Dispatcher:
             else:
                 raw = await self._run_exec(request, container, running)
             finished_at = _now_iso()
-        finally:
+        except BaseException:
             pool.release(container)
+            raise
         exec_ms = (time.perf_counter() - exec_started) * 1000
         result = self._result(
             request, raw, mode=mode, pooled=True, container_id=container.container_id, pool_key=key.hash
         )
+        await self._after_task(pool, container, request, result)
         result.timings = TaskTimings(acquire_ms=round(lease.acquire_ms, 3), exec_ms=round(exec_ms, 3))
         result.pool_hit = lease.hit
         pool.stats.record_task(exec_ms, result.ok)
         self._record(request, result, started_ms=exec_started, finished_at=finished_at)
         return result
+
+    def _action(self, request: TaskRequest, ok: bool, cancelled: bool) -> cleanup.Action:
+        """The cleanup policy's verdict; a cancelled task's container is never kept (nobody asked why)."""
+        action = cleanup.after_task(request.cleanup, ok=ok)
+        if action == "keep" and (self.keeper is None or cancelled):
+            return "remove"
+        return action
+
+    async def _after_task(self, pool: WarmPool, container: PooledContainer, request: TaskRequest,
+                          result: TaskResult) -> None:
+        """Return the container to its pool, remove it, or keep it quarantined (ADR 014)."""
+        cancelled = result.error is not None and result.error.kind == ErrorKind.CANCELLED
+        action = self._action(request, result.ok, cancelled)
+        if action == "keep" and self.keeper is not None and pool.quarantine(container):
+            try:
+                await self.keeper.keep(container, request, result)
+            except (FlowError, RedisError) as exc:
+                log.warning("cannot keep container %s: %s; removing it", container.short_id, exc)
+                await self.manager.factory.destroy(container)
+            return
+        if action != "return":
+            container.broken = True  # release() removes it and starts what the pool now lacks
+        pool.release(container)
 
     async def _resolve(self, request: TaskRequest) -> DispatchMode:
         mode = request.mode
@@ -210,6 +243,9 @@ class Dispatcher:
             "user": container.key.user,
             "max_file_bytes": contract.MAX_FILE_BYTES,
         }
+        on_success, on_failure = cleanup.may_keep(request.cleanup)
+        if self.keeper is not None and (on_success or on_failure):
+            message["keep_files"] = {"success": on_success, "failure": on_failure}
         if request.function is not None:
             message["kind"] = "function"
             message["function"] = request.function.model_dump()
@@ -230,7 +266,7 @@ class Dispatcher:
         backstop = request.timeout_s + self.settings.task_grace_s if request.timeout_s else None
         try:
             on_log = running.log.agent_lines if running.log is not None else None
-            reply = await asyncio.wait_for(container.channel.run(message, request.workflow_id, on_log), backstop)
+            reply = await asyncio.wait_for(container.channel.run(message, request.workflow_id, on_log, Redactor(request.redact)), backstop)
         except TimeoutError:
             container.broken = True
             await self.runtime.kill(container.container_id)
@@ -326,8 +362,10 @@ class Dispatcher:
             elif state.oom_killed:
                 container.broken = True  # the OOM flag sticks: do not blame the next task
                 raw.oom = True
-        if not container.broken:
+        kept = self._action(request, contract.build_outcome(request, raw, request.timeout_s).ok, False) == "keep"
+        if not container.broken and not kept:
             # Nothing the task started may meet the next one: kill its uid's processes, drop its files.
+            # (A container kept for inspection meets no next task: it keeps them, frozen.)
             try:
                 await self.runtime.exec(
                     container.container_id, contract.cleanup_argv(name), {}, "/", 10.0, user=container.key.user

@@ -398,6 +398,52 @@ class DockerRuntime:
             async for chunk in stream:
                 yield chunk
 
+    async def pause(self, container_id: str) -> None:
+        with _translate("pause container"):
+            await self._d.containers.container(container_id).pause()
+
+    async def unpause(self, container_id: str) -> None:
+        with _translate("unpause container"):
+            await self._d.containers.container(container_id).unpause()
+
+    async def rename(self, container_id: str, name: str) -> None:
+        with _translate("rename container"):
+            await self._d.containers.container(container_id).rename(name)
+
+    async def exec_capped(
+        self, container_id: str, argv: Sequence[str], *, user: str | None, max_bytes: int, timeout_s: float
+    ) -> tuple[bytes, bool, int | None]:
+        with _translate("exec in container"):
+            execution = await self._d.containers.container(container_id).exec(list(argv), user=user or "")
+        out = bytearray()
+        over = False
+
+        async def collect() -> None:
+            nonlocal over
+            async with execution.start(detach=False) as stream:
+                while True:
+                    message = await stream.read_out()
+                    if message is None:
+                        return
+                    if message.stream != 1:
+                        continue  # stderr is not part of the answer
+                    out.extend(message.data)
+                    if len(out) > max_bytes:
+                        over = True
+                        return  # leaving the context closes the stream: the producer gets EPIPE
+
+        try:
+            with _translate("exec in container"):
+                await asyncio.wait_for(collect(), timeout_s)
+        except TimeoutError:
+            return bytes(out[:max_bytes]), True, None
+        if over:
+            return bytes(out[:max_bytes]), True, None
+        with _translate("inspect exec"):
+            info = await execution.inspect()
+        code = info.get("ExitCode")
+        return bytes(out), False, int(code) if code is not None else None
+
     async def stats(self, container_id: str) -> ContainerStats:
         with _translate("read container stats"):
             data = await self._d.containers.container(container_id).stats(stream=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowcore.errors import PoolExhausted, RuntimeFailure
+from flowcore.errors import FlowError, PoolExhausted, RuntimeFailure
 
 
 class ChannelClosed(RuntimeFailure):
@@ -21,4 +21,11 @@ class PoolWaitTimeout(PoolExhausted):
     """Every container of a pool stayed busy for the whole bounded wait."""
 
 
-__all__ = ["AgentStartFailed", "ChannelClosed", "PoolExhausted", "PoolWaitTimeout", "RuntimeFailure"]
+class CopyTooLarge(FlowError):
+    """What a copy out of a kept container asked for is larger than ``kept_copy_max_bytes``."""
+
+    status_code = 413
+    code = "copy_too_large"
+
+
+__all__ = ["AgentStartFailed", "ChannelClosed", "CopyTooLarge", "PoolExhausted", "PoolWaitTimeout", "RuntimeFailure"]

@@ -26,6 +26,7 @@ from pool import sizing
 from pool.budget import ContainerBudget
 from pool.channel import StateHandler
 from pool.containers import ContainerFactory, PooledContainer
+from pool.kept import is_kept_name
 from pool.keys import PoolConfig, PoolKey
 from pool.runtime import (
     LABEL_FLOW,
@@ -84,6 +85,8 @@ class PoolManager:
         # One-shot containers still running (their tasks are being cancelled by the shutdown).
         for state in await self._own_containers():
             kind = state.labels.get(LABEL_KIND)
+            if is_kept_name(state.name):
+                continue  # kept for inspection: outlives the service, expires on its own (pool.kept)
             if kind == "oneshot" or (kind == "pooled" and not keep):
                 await self.runtime.remove(state.container_id)
 
@@ -97,7 +100,11 @@ class PoolManager:
     async def adopt(self) -> int:
         """Adopt healthy idle pooled containers this service left; remove the rest (not agents)."""
         adopted: list[PooledContainer] = []
-        states = [s for s in await self._own_containers() if s.labels.get(LABEL_KIND) != "agent"]
+        states = [
+            s
+            for s in await self._own_containers()
+            if s.labels.get(LABEL_KIND) != "agent" and not is_kept_name(s.name)  # kept: never back in a pool
+        ]
         # All at once: each agent takes up to a second to reconnect, and a restarted pool service
         # answers no task until adoption is done (in-flight workflows wait for it).
         gate = asyncio.Semaphore(ADOPT_CONCURRENCY)

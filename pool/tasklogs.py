@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from flowcore.keyspace import Keyspace
 from flowcore.logstream import LOG_STREAM_MAXLEN, LogLine, StreamName
 from flowcore.pool_api import TaskLogLine, TaskRequest
+from flowcore.secretrefs import Redactor
 from pool.agent.flow_agent_wire import MAX_LOG_BYTES, LineSplitter
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class TaskLog:
         self._shipper = shipper
         self.key = shipper.keys.logs(request.workflow_id)
         self._step_id = request.step_id
+        self._redactor = Redactor(request.redact)  # the task's secrets never reach the log stream
         self._index = request.index
         self._attempt = request.attempt
         self._splitters: dict[StreamName, LineSplitter] = {}
@@ -153,6 +155,7 @@ class TaskLog:
     def _add(self, stream: StreamName, line: str, ts: float) -> None:
         if self._stopped:
             return
+        line = self._redactor.text(line)
         self._bytes += len(line) + 1
         if self._bytes > MAX_LOG_BYTES:
             self._stopped = True

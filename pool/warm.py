@@ -254,6 +254,24 @@ class WarmPool:
         self._spawn(self._destroy(container))
         self.refill()
 
+    def quarantine(self, container: PooledContainer) -> bool:
+        """Take a container out of the pool for good, without removing it (kept for inspection, ADR 014).
+
+        Its budget slot is given back (kept containers have their own caps, :mod:`pool.kept`) and
+        the pool starts what it now lacks. False when the container is no longer this pool's.
+        """
+        container.busy = False
+        self.last_active_s = time.monotonic()
+        if self.containers.pop(container.container_id, None) is None:
+            return False
+        with contextlib.suppress(ValueError):
+            self._idle.remove(container)
+        if container.channel is not None:
+            container.channel.on_close = None
+        self._free(container)
+        self.refill()
+        return True
+
     def evict(self, container: PooledContainer) -> None:
         """Remove an idle container so that another pool can start one (the service is at its cap)."""
         self.containers.pop(container.container_id, None)

@@ -4,9 +4,9 @@
 #                    python3-venv when python3 cannot create a venv; chromium when no Chromium is found
 #                    (the dashboard's browser tests drive it headless over the DevTools protocol)
 #                    (debootstrap: ensure_base_image.sh, only when the base image must be built offline)
-#   .venv            python3 -m venv, then pip install -e ./sdk -e '.[dev]' (skipped while the stamp
-#                    .venv/.flow-installed is newer than pyproject.toml and sdk/pyproject.toml and lists
-#                    the same top-level packages)
+#   .venv            python3 -m venv, then pip install -c requirements.lock -e ./sdk -e '.[dev]' (skipped
+#                    while the stamp .venv/.flow-installed is newer than pyproject.toml, sdk/pyproject.toml
+#                    and requirements.lock and lists the same top-level packages)
 #   Docker engine    scripts/ensure_docker.sh (reuses a running engine, else starts the project's dockerd)
 #   base image       scripts/ensure_base_image.sh (agentainer-flow/python:3.11)
 # Idempotent; a few seconds when everything is present.
@@ -61,7 +61,7 @@ needs_pip=0
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(packages_fingerprint)" ]; then
     needs_pip=1
 else
-    for f in "$REPO_ROOT/pyproject.toml" "$REPO_ROOT/sdk/pyproject.toml"; do
+    for f in "$REPO_ROOT/pyproject.toml" "$REPO_ROOT/sdk/pyproject.toml" "$REPO_ROOT/requirements.lock"; do
         if [ -f "$f" ] && [ "$f" -nt "$STAMP" ]; then
             needs_pip=1
         fi
@@ -72,7 +72,10 @@ if [ "$needs_pip" -eq 1 ]; then
     log "pip install -e ./sdk -e '.[dev]'"
     "$VENV/bin/python" -m pip install -q --progress-bar off --upgrade pip setuptools wheel
     # One resolver pass, so the local SDK satisfies the server's 'agentainer-flow' dependency.
-    "$VENV/bin/python" -m pip install -q --progress-bar off \
+    # requirements.lock (scripts/lock.sh) pins every third-party package to the tested version.
+    constraints=()
+    [ -f "$REPO_ROOT/requirements.lock" ] && constraints=(-c "$REPO_ROOT/requirements.lock")
+    "$VENV/bin/python" -m pip install -q --progress-bar off "${constraints[@]}" \
         -e "$REPO_ROOT/sdk" -e "$REPO_ROOT[dev]"
     packages_fingerprint >"$STAMP"
 else

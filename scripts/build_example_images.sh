@@ -27,7 +27,8 @@ else
     PYTHON="${FLOW_EXAMPLES_PYTHON:-python3}"
 fi
 
-# One tab-separated line per image: repository, build context directory, reference.
+# One tab-separated line per image: repository, build context directory, reference, Dockerfile name
+# (Dockerfile, or Dockerfile.<variant> for an example with several images: agentainer-flow/<example>-<variant>).
 list_images() { "$PYTHON" "$REPO_ROOT/examples/images.py"; }
 
 if [ "${1:-}" = "--list" ]; then
@@ -63,13 +64,13 @@ take_lock() {
 }
 
 build() {
-    local name="$1" dir="$2" ref="$3" output started
+    local name="$1" dir="$2" ref="$3" dockerfile="$4" output started
     started=$(date +%s)
     log "building $ref from $FLOW_BASE_IMAGE (context ${dir#"$REPO_ROOT"/}, no network)"
     if ! output="$(DOCKER_BUILDKIT=0 docker build --quiet --network none \
         --build-arg "BASE_IMAGE=$FLOW_BASE_IMAGE" \
         --label "$BASE_LABEL=$base_id" --label "$CONTENT_LABEL=${ref##*:}" \
-        --tag "$ref" --tag "$name:latest" "$dir" 2>&1 </dev/null)"; then
+        --file "$dir/$dockerfile" --tag "$ref" --tag "$name:latest" "$dir" 2>&1 </dev/null)"; then
         printf '%s\n' "$output" >&2
         die "docker build of $ref failed"
     fi
@@ -79,7 +80,7 @@ build() {
 
 images="$(list_images)" || die "examples/images.py failed"
 [ -n "$images" ] || { log "no examples/*/Dockerfile: nothing to build"; exit 0; }
-while IFS=$'\t' read -r name dir ref; do
+while IFS=$'\t' read -r name dir ref dockerfile; do
     if up_to_date "$ref"; then
         log "$ref up to date"
     else
@@ -87,7 +88,7 @@ while IFS=$'\t' read -r name dir ref; do
         if up_to_date "$ref"; then
             log "$ref built by another process"
         else
-            build "$name" "$dir" "$ref"
+            build "$name" "$dir" "$ref" "$dockerfile"
         fi
     fi
     # :latest follows the checkout that ran last, for people typing image names by hand.

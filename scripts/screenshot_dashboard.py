@@ -7,6 +7,8 @@ the form, as a user would), waits until the publishing step is running with a fe
 and the steps before it have finished, and saves the page. The demo workflow is cancelled afterwards.
 
     .venv/bin/python scripts/screenshot_dashboard.py [--url http://127.0.0.1:8081] [--out PATH]
+    .venv/bin/python scripts/screenshot_dashboard.py --agents   # docs/img/dashboard-agents.png: the
+        # multi-agent example (examples/agents) run to its end, with the review step's log
 
 The token comes from ``FLOW_TOKEN`` (default: the dev stack's ``default-token``), never from the
 command line. ``make screenshot`` runs this.
@@ -15,11 +17,14 @@ command line. ``make screenshot`` runs this.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,10 +69,66 @@ def demo_definition() -> dict[str, object]:
     }
 
 
+def login(page: Any, token: str) -> None:
+    if page.evaluate("location.pathname") == "/ui/login":
+        page.type("#token", token)
+        page.mark()
+        page.click("#login-submit")
+        page.wait_navigation()
+
+
+def agents_screenshot(binary: str, url: str, token: str, out: Path, timeout_s: float) -> int:
+    """The multi-agent example (examples/agents) once it has finished: its DAG (the review step
+    retried once, the decision taking ``publish``) with the review step's log."""
+    from agentainer_flow import WorkflowClient
+    from examples.agents import run as agents
+
+    built = subprocess.run([str(REPO / "scripts" / "build_example_images.sh")], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        print(f"cannot build the example images:\n{built.stderr}", file=sys.stderr)
+        return 1
+
+    async def run_example() -> str:
+        async with WorkflowClient(url, token, timeout=60) as client:
+            wf, _ = await agents.run(client)
+            return wf.id
+
+    wf_id = asyncio.run(run_example())
+    with tempfile.TemporaryDirectory(prefix="flow-screenshot-") as tmp:
+        browser = Browser(binary, Path(tmp), width=1440, height=1180).start()
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/ui/workflows/{wf_id}")
+            login(page, token)
+            node = "document.querySelector('g.dag-node[data-step-id=\"{}\"]')?.dataset.status"
+            page.wait_for(f"{node.format('publish')} === 'succeeded'", "publish to finish", timeout_s)
+            deadline = time.monotonic() + timeout_s
+            while True:  # the page may still be redrawing the graph when the first click lands
+                page.click("g.dag-node[data-step-id='review']")
+                try:
+                    page.wait_for(
+                        "/round 2: accepted/.test(document.querySelector('#log-view')?.innerText || '')",
+                        "the review step's log", 3.0,
+                    )
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise
+            time.sleep(0.5)  # let the last frame paint: this is a picture, not a test
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.screenshot(out, full_page=False)
+        finally:
+            browser.close()
+    print(out)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("FLOW_URL", "http://127.0.0.1:8081"))
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "dashboard-workflow.png")
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/img/dashboard-workflow.png "
+                        "(dashboard-agents.png with --agents)")
+    parser.add_argument("--agents", action="store_true", help="the multi-agent example's page instead")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the page's state")
     args = parser.parse_args()
     token = os.environ.get("FLOW_TOKEN", "default-token")
@@ -76,6 +137,9 @@ def main() -> int:
         print("chromium is not installed: run `make bootstrap`", file=sys.stderr)
         return 1
     url = args.url.rstrip("/")
+    if args.agents:
+        return agents_screenshot(binary, url, token, args.out or REPO / "docs" / "img" / "dashboard-agents.png", args.timeout)
+    args.out = args.out or REPO / "docs" / "img" / "dashboard-workflow.png"
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         r = client.post("/v1/workflows", params={"start": "true"}, json=demo_definition())
         if r.status_code != 201:
@@ -87,11 +151,7 @@ def main() -> int:
             try:
                 page = browser.new_page()
                 page.goto(f"{url}/ui/workflows/{wf_id}")
-                if page.evaluate("location.pathname") == "/ui/login":
-                    page.type("#token", token)
-                    page.mark()
-                    page.click("#login-submit")
-                    page.wait_navigation()
+                login(page, token)
                 node = "document.querySelector('g.dag-node[data-step-id=\"{}\"]')?.dataset.status"
                 page.wait_for(f"{node.format('publish')} === 'running'", "publish to run", args.timeout)
                 page.click("g.dag-node[data-step-id='publish']")

@@ -18,13 +18,17 @@ from arq.worker import func
 
 from flowcore import pooltoken, redisconn
 from flowcore.keyspace import Keyspace
+from flowcore.secretstore import SecretCipher, SecretStore, resolve_key
 from flowcore.settings import WorkerSettings
 from flowcore.store import RUN_TASK, WORKFLOW_DEADLINE, job_deserializer, job_serializer
+from flowcore.waitcommits import WAIT_JOB
+from workers.flow_sweeper import sweep_forever
 from workers.pool_client import PoolClient
 from workers.reaper import reap_forever
 from workers.resilience import ResilientWorker
 from workers.routing import PoolRouter
 from workers.runner import TaskRunner
+from workers.waits import wait_wake
 from workers.wakeup import WakingWorker
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ async def workflow_deadline(ctx: dict[str, Any], workflow_id: str) -> None:
 def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> ResilientWorker:
     keys = Keyspace(settings.redis.prefix)
     pool_token = pooltoken.resolve(settings.pool_token, settings.pool_token_file)
+    secrets_key = resolve_key(settings.secrets_key, settings.secrets_key_file)
+    cipher = SecretCipher(secrets_key) if secrets_key is not None else None
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         pool = PoolClient(margin_s=settings.pool.request_timeout_s, token=pool_token)
@@ -65,20 +71,23 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
             pool_grace_s=settings.pool_grace_s,
             marker_ttl_s=settings.job_marker_ttl_s,
             commit_patience_s=settings.commit_patience_s,
+            secrets=SecretStore(ctx["redis"], keys, cipher),
         )
         ctx["runner"] = runner
         ctx["pool_client"] = pool
         ctx["reaper"] = asyncio.create_task(
             reap_forever(runner, settings.reaper_interval_s, settings.claim_timeout_s)
         )
+        ctx["flow_sweeper"] = asyncio.create_task(sweep_forever(runner.store, settings.reaper_interval_s))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # Idempotent: the entrypoint calls it again when arq's own close failed half-way.
-        reaper = ctx.pop("reaper", None)
-        if reaper is not None:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+        for name in ("reaper", "flow_sweeper"):
+            reaper = ctx.pop(name, None)
+            if reaper is not None:
+                reaper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaper
         pool = ctx.pop("pool_client", None)
         if pool is not None:
             await pool.aclose()
@@ -87,6 +96,7 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
         functions=[
             func(run_task, name=RUN_TASK, timeout=JOB_TIMEOUT_S, max_tries=1000),
             func(workflow_deadline, name=WORKFLOW_DEADLINE, timeout=60, max_tries=1000),
+            func(wait_wake, name=WAIT_JOB, timeout=60, max_tries=1000),  # durable waits (ADR 012)
         ],
         redis_settings=redisconn.arq_settings(settings.redis),
         queue_name=keys.queue,

@@ -21,12 +21,14 @@ from collections.abc import Callable
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
-from flowcore import engine
+from flowcore import engine, secretrefs
 from flowcore.engine import EngineEnv, Plan
 from flowcore.errors import NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace, lease_member, task_field
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.records import Snapshot
+from flowcore.secretrefs import Redactor, redact_result
+from flowcore.secretstore import SecretStore, SecretUnavailable
 from flowcore.store import WorkflowStore, task_job_id
 from flowcore.tracing_spans import StepAttempt
 from workers.pool_client import PoolClient
@@ -50,7 +52,9 @@ class TaskRunner:
         pool_grace_s: float = 300.0,
         marker_ttl_s: float = 30.0,
         commit_patience_s: float = 120.0,
+        secrets: SecretStore | None = None,
     ) -> None:
+        self.secrets = secrets  # decrypts the stored secrets a task's env refers to (flowcore.secretstore)
         self.redis = redis
         self.keys = keys
         self.store = WorkflowStore(redis, keys)
@@ -112,12 +116,18 @@ class TaskRunner:
         lease_lost = asyncio.Event()
         renewer = asyncio.create_task(self._renew(member, marker, lease_lost))
         base_url = self.router.fallback_url
+        redactor = Redactor(())
         try:
             base_url = await self.router.choose(request)
+            sent, redactor = await self._with_secrets(request)
             with attempt.calling():
-                result = await self._execute(base_url, request, lease_lost)
+                result = await self._execute(base_url, sent, lease_lost)
             if result.error is not None and result.error.kind == ErrorKind.POOL_UNAVAILABLE:
                 self.router.mark_down(base_url)
+        except SecretUnavailable as exc:  # not set, or another key: the step cannot run as defined
+            attempt.failed(exc)
+            error = TaskError(kind=ErrorKind.INPUT, message=exc.message)
+            result = TaskResult(task_id=request.task_id, ok=False, error=error)
         except asyncio.CancelledError:
             # The worker is shutting down (SIGTERM): hand the task over now instead of letting
             # its lease lapse, and stop its container task.
@@ -130,6 +140,7 @@ class TaskRunner:
             attempt.failed(exc)
             error = TaskError(kind=ErrorKind.RUNTIME, message=f"worker error: {type(exc).__name__}: {exc}")
             result = TaskResult(task_id=request.task_id, ok=False, error=error)
+        result = redact_result(result, redactor)  # the pool masked them too; nothing clear reaches Redis
         try:
             # The lease stays renewed while the result waits for Redis: across a short outage this
             # worker's commit, not a takeover, usually wins.
@@ -142,6 +153,17 @@ class TaskRunner:
             await self._stop(renewer)
             attempt.finish(result)
         return committed, "ok" if result.ok else "failed"
+
+    async def _with_secrets(self, request: TaskRequest) -> tuple[TaskRequest, Redactor]:
+        """The request with the secrets its env refers to filled in (and listed for masking)."""
+        names = secretrefs.references(request.env)
+        if not names:
+            return request, Redactor(())
+        if self.secrets is None:
+            raise SecretUnavailable("this worker cannot read secrets: it has no secrets store")
+        values = await self.secrets.values(names)
+        env = secretrefs.substitute(request.env, values)
+        return request.model_copy(update={"env": env, "redact": sorted(values.values())}), Redactor(values.values())
 
     @staticmethod
     async def _stop(task: asyncio.Task[None]) -> None:

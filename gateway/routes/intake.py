@@ -6,7 +6,8 @@ matching trigger (:mod:`flowcore.firing`); it never waits for the workflow.
 Events
     ``{"type": ..., "payload": {...}, "id": ...}`` fires every enabled event trigger of that type
     whose filter matches the payload. With an ``id``, a repeat within the retention window starts
-    nothing new and answers what the first delivery started (``duplicate: true``).
+    nothing new and answers what the first delivery started (``duplicate: true``). Ids are scoped to
+    the sender (the token): another token's event with the same id is another event.
 Webhooks
     Public (no bearer token): the trigger's HMAC signature is the credential. A missing or wrong
     signature is 401 and starts nothing; a replayed delivery starts nothing new, even under a new
@@ -16,6 +17,7 @@ Webhooks
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -27,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import eventfilter
+from flowcore import eventfilter, waitstore
 from flowcore.documents import DocumentLimits, load_json
 from flowcore.errors import Conflict, MalformedBody, NotFound, Unauthorized
 from flowcore.firing import FireOutcome
@@ -50,16 +52,25 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def event_source(request: Request) -> str:
+    """Who published: a short digest of the token's (or the dashboard session's) grant name. Event ids
+    are scoped to it, so two senders that pick the same id never collide or see each other's runs."""
+    grant = request.scope.get("state", {}).get("grant")
+    name = grant.name if grant is not None else "anonymous"
+    return hashlib.sha256(b"flow-event-source:" + name.encode()).hexdigest()[:16]
+
+
 async def publish_event(request: Request) -> Response:
-    """Fire the event triggers that match; idempotent on ``id``."""
+    """Fire the event triggers that match; idempotent on ``id`` per sender."""
     event = parse_model(await read_document(request, allow_yaml=False), EventIn)
     store = trigger_store(request)
     redis, keys = store.redis, store.keys
     now = time.time()
     event_id = event.id or uuid.uuid4().hex
+    scoped_id = f"{event_source(request)}-{event.id}" if event.id else None  # the id as this sender's
     duplicate = False
-    if event.id:
-        seen = await redis.get(keys.event(event.id))
+    if scoped_id:
+        seen = await redis.get(keys.event(scoped_id))
         if seen is not None:
             duplicate = True
             recorded = json.loads(_s(seen))
@@ -68,26 +79,28 @@ async def publish_event(request: Request) -> Response:
                     f"event id {event.id!r} was already used for an event of type {recorded.get('type')!r}", field="id"
                 )
             candidates = await store.get_many(list(recorded.get("triggers", [])))
-    if not duplicate:
+    woken = 0
+    if not duplicate:  # runs waiting for this event (ADR 012): logged and their deliveries queued first
+        woken = await waitstore.publish(redis, keys, event.type, event_id, event.payload, now)
         candidates = [
             t for t in await store.for_event(event.type)
             if t.enabled and eventfilter.matches(t.spec.config.event_filter, event.payload)
         ]
-        if event.id:
+        if scoped_id:
             record = json.dumps({"type": event.type, "triggers": [t.id for t in candidates], "received_at": now})
-            stored = await redis.set(keys.event(event.id), record, nx=True, ex=int(retention_s(request)))
+            stored = await redis.set(keys.event(scoped_id), record, nx=True, ex=int(retention_s(request)))
             if not stored:  # the same id arrived concurrently: fire what the first one recorded
                 duplicate = True
-                recorded = json.loads(_s(await redis.get(keys.event(event.id)) or b"{}"))
+                recorded = json.loads(_s(await redis.get(keys.event(scoped_id)) or b"{}"))
                 candidates = await store.get_many(list(recorded.get("triggers", [])))
     fired: list[dict[str, Any]] = []
     for trigger in candidates:
-        result = await fire_now(request, trigger, kind="event", fire_key=f"event:{event.id}" if event.id else None,
+        result = await fire_now(request, trigger, kind="event", fire_key=f"event:{scoped_id}" if scoped_id else None,
                                 payload=event.payload, event_id=event_id)
         fired.append({"trigger_id": trigger.id, **result.view()})
     started = sum(1 for f in fired if f["status"] == FireOutcome.STARTED.value)
     body = {"event_id": event_id, "type": event.type, "duplicate": duplicate and started == 0,
-            "matched": len(candidates), "started": started, "fires": fired}
+            "matched": len(candidates), "started": started, "fires": fired, "woke": woken}
     return JSONResponse(body, status_code=202)
 
 

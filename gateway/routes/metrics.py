@@ -38,6 +38,7 @@ MAX_SCAN = 2000  # workflows read for one aggregate
 MAX_TASKS = 10_000  # task records parsed for one aggregate (pool efficiency)
 MAX_WINDOW_S = 366 * 86400.0
 POOL_TIMEOUT_S = 1.0
+FLOW_OUTCOMES = ("admitted", "queued", "throttled", "refused", "skipped", "evicted", "debounced")
 POOL_STALE_S = 60.0  # registrations without a heartbeat for this long are reported down, not asked
 RECENT_S = 900.0  # /metrics step durations: steps of the workflows created in the last 15 minutes...
 RECENT_MAX = 200  # ...at most this many of them (a scrape every 15 s must stay cheap)
@@ -171,6 +172,41 @@ def _pool_metrics(out: Exposition, services: list[tuple[str, dict[str, Any] | No
                       {**labels, "state": state})
 
 
+def _flow_counts(raw: dict[Any, Any]) -> dict[str, Any]:
+    """``{"totals": {outcome: n}, "by_workflow": {name: {outcome: n}}}`` from ``{p}:fc:counts`` (ADR 013)."""
+    totals: dict[str, int] = dict.fromkeys(FLOW_OUTCOMES, 0)
+    by_name: dict[str, dict[str, int]] = {}
+    for key, value in raw.items():
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        outcome, _, name = text.partition(":")
+        if name:
+            by_name.setdefault(name, dict.fromkeys(FLOW_OUTCOMES, 0))[outcome] = int(value)
+        else:
+            totals[outcome] = int(value)
+    return {"totals": totals, "by_workflow": by_name}
+
+
+def _flow_metrics(out: Exposition, raw: dict[Any, Any]) -> None:
+    help_text = (
+        "Flow-controlled starts by outcome (admitted, queued, throttled, refused, skipped, evicted, debounced) and"
+        " workflow name, since the store was created."
+    )
+    for name, outcomes in sorted(_flow_counts(raw)["by_workflow"].items()):
+        for outcome, count in outcomes.items():
+            out.counter("flow_starts_total", help_text, count, {"workflow": name, "outcome": outcome})
+
+
+async def flow_control_metrics(request: Request) -> Response:
+    """Counts of flow-controlled starts by outcome, in all and per workflow name; runs waiting now."""
+    keys: Keyspace = request.app.state.keys
+    try:
+        raw = await request.app.state.redis.hgetall(keys.fc_counts)
+        waiting = await request.app.state.redis.zcard(keys.by_status(WorkflowStatus.QUEUED.value))
+    except RedisError as exc:
+        raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
+    return JSONResponse({**_flow_counts(raw), "queued_now": int(waiting)})
+
+
 async def prometheus(request: Request) -> Response:
     """Operators' metrics in the Prometheus text format (bearer token required)."""
     redis = request.app.state.redis
@@ -185,11 +221,12 @@ async def prometheus(request: Request) -> Response:
             pipe.zcard(keys.leases)
             pipe.hgetall(keys.pool_services)
             pipe.zrange(keys.pool_heartbeats, 0, -1, withscores=True)
+            pipe.hgetall(keys.fc_counts)
             results = await pipe.execute()
     except RedisError as exc:
         raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
     n = len(WorkflowStatus)
-    counts, (queued, due, leases, registrations, beats) = results[:n], results[n:]
+    counts, (queued, due, leases, registrations, beats, flow_counts) = results[:n], results[n:]
     services, recent = await asyncio.gather(
         _pool_services(request, registrations, beats, now),
         _reader(request).window(now - RECENT_S, now, limit=RECENT_MAX, with_steps=True),
@@ -208,6 +245,7 @@ async def prometheus(request: Request) -> Response:
     for step_type in ("sequential", "parallel", "map", "reduce"):
         out.summary("flow_step_duration_seconds", help_text, durations.get(step_type, []), {"type": step_type})
     _pool_metrics(out, services)
+    _flow_metrics(out, flow_counts)
     return Response(out.render(), media_type=CONTENT_TYPE, headers={"cache-control": "no-store"})
 
 
@@ -216,5 +254,6 @@ routes = [
     Route("/v1/metrics/history", metrics_history, methods=["GET"]),
     Route("/v1/metrics/series", metrics_series, methods=["GET"]),
     Route("/v1/metrics/aggregate", metrics_aggregate, methods=["GET"]),
+    Route("/v1/metrics/flow-control", flow_control_metrics, methods=["GET"]),
     Route("/metrics", prometheus, methods=["GET"]),
 ]

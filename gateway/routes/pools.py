@@ -12,6 +12,7 @@ reached through the gateway.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,8 +24,14 @@ from starlette.routing import Route
 from flowcore.errors import InvalidInput, ServiceUnavailable
 from flowcore.ids import is_valid_id
 
+log = logging.getLogger(__name__)
+
 # Resource -> the actions that may follow ``/v1/<resource>/<id>``.
-_ACTIONS = {"pools": frozenset({"resize", "drain"}), "agents": frozenset({"start", "stop", "logs"})}
+_ACTIONS = {
+    "pools": frozenset({"resize", "drain"}),
+    "agents": frozenset({"start", "stop", "logs"}),
+    "kept": frozenset({"logs", "files"}),  # containers kept by a cleanup policy (ADR 014)
+}
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
 # The caller's, not the pool's: the pool service sees the gateway only, with the pool token (the
 # pool_http client's default header), and refuses any request carrying an Origin.
@@ -35,7 +42,8 @@ def forwarded_path(raw_path: bytes) -> str:
     """The pool path for the request's raw path, rebuilt from checked segments; 422 for anything else.
 
     Allowed: ``/v1/pools``, ``/v1/pools/<key>``, ``/v1/pools/<key>/resize|drain``, ``/v1/agents``,
-    ``/v1/agents/<id>``, ``/v1/agents/<id>/start|stop|logs``. The raw path is used because the
+    ``/v1/agents/<id>``, ``/v1/agents/<id>/start|stop|logs``, ``/v1/kept``, ``/v1/kept/<id>``,
+    ``/v1/kept/<id>/logs|files``. The raw path is used because the
     router sees it percent-decoded (``%2F`` would already be a ``/``); no valid path needs a ``%``.
     """
     try:
@@ -57,7 +65,7 @@ def forwarded_path(raw_path: bytes) -> str:
     if not ok:
         shown = path if len(path) <= 120 else path[:117] + "..."
         raise InvalidInput(f"no pool route {shown!r}: forwarded paths are /v1/pools/<key>[/resize|/drain] "
-                           "and /v1/agents/<id>[/start|/stop|/logs]", field="path")
+                           "/v1/agents/<id>[/start|/stop|/logs] and /v1/kept/<id>[/logs|/files]", field="path")
     return "/".join(parts)
 
 
@@ -99,4 +107,17 @@ routes = [
     Route("/v1/pools/{rest:path}", forward, methods=METHODS),
     Route("/v1/agents", forward, methods=["GET", "POST"]),
     Route("/v1/agents/{rest:path}", forward, methods=METHODS),
+    Route("/v1/kept", forward, methods=["GET", "DELETE"]),
+    Route("/v1/kept/{rest:path}", forward, methods=["GET", "DELETE"]),
 ]
+
+
+async def forget_kept(request: Request, workflow_id: str) -> None:
+    """A deleted workflow's kept containers go now (best effort: a pool service that is down, or
+    another one, removes them in its sweep once it sees the workflow record gone; ADR 014)."""
+    client: httpx.AsyncClient = request.app.state.pool_http
+    base: str = request.app.state.settings.pool.url
+    try:
+        await client.delete(f"{base.rstrip('/')}/v1/kept", params={"workflow_id": workflow_id}, timeout=5.0)
+    except httpx.HTTPError as exc:
+        log.info("kept containers of %s: the pool service will sweep them (%s)", workflow_id, type(exc).__name__)

@@ -18,6 +18,9 @@ replays the workflow's history from its start (both streams are capped).
 ``/v1/events`` carries the events of every workflow (no log lines) from now on, or after ``since``;
 it never ends by itself. A comment line (``: keep-alive``) goes out after ``HEARTBEAT_S`` seconds
 without a frame. A client that goes away cancels the stream (Starlette) and its Redis read.
+
+Each open stream holds a Redis connection: :class:`gateway.streamgate.StreamGate` bounds them per
+token (``FLOW_SSE_MAX_STREAMS_PER_CLIENT``, 429) and per process (``FLOW_SSE_MAX_STREAMS``, 503).
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from flowcore.errors import InvalidInput, NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowStatus
+from gateway.streamgate import GatedStream, StreamGate
 
 HEARTBEAT_S = 15.0
 BLOCK_MS = 5000
@@ -110,6 +114,16 @@ def _tuning(request: Request) -> tuple[float, int]:
     return heartbeat_s, block_ms
 
 
+def _admit(request: Request) -> tuple[StreamGate, str]:
+    """A place in the gateway's stream gate for this client (429 / 503 past the bounds), after the
+    request was validated: a refused or malformed request holds nothing."""
+    gate: StreamGate = request.app.state.stream_gate
+    grant = request.scope.get("state", {}).get("grant")
+    client = f"token {grant.name!r}" if grant is not None else f"client {request.client.host if request.client else '?'}"
+    gate.acquire(client)
+    return gate, client
+
+
 class _Reader:
     """XREAD over some streams with one cursor each; entries come back merged in id order."""
 
@@ -153,6 +167,7 @@ async def workflow_events(request: Request) -> Response:
     if status is None:
         raise NotFound(f"workflow {wf_id!r} not found", field="workflow_id")
     ev_key, log_key = keys.events(wf_id), keys.logs(wf_id)
+    gate, client = _admit(request)
     reader = _Reader(redis, {ev_key: ev_cursor, log_key: log_cursor})
     heartbeat_s, block_ms = _tuning(request)
     initial: WorkflowStatus = status
@@ -192,7 +207,7 @@ async def workflow_events(request: Request) -> Response:
         except RedisError as exc:
             yield frame("error", {"type": "error", "message": f"redis is unreachable: {type(exc).__name__}"})
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=HEADERS)
+    return GatedStream(frames(), gate, client, media_type="text/event-stream", headers=HEADERS)
 
 
 async def all_events(request: Request) -> Response:
@@ -210,6 +225,7 @@ async def all_events(request: Request) -> Response:
         except RedisError as exc:
             raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
         cursor = _text(last[0][0]) if last else "0-0"
+    gate, client = _admit(request)
     reader = _Reader(redis, {key: cursor})
     heartbeat_s, block_ms = _tuning(request)
 
@@ -230,7 +246,7 @@ async def all_events(request: Request) -> Response:
         except RedisError as exc:
             yield frame("error", {"type": "error", "message": f"redis is unreachable: {type(exc).__name__}"})
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=HEADERS)
+    return GatedStream(frames(), gate, client, media_type="text/event-stream", headers=HEADERS)
 
 
 routes = [

@@ -10,16 +10,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import dag, engine
+from flowcore import dag, engine, flowcontrol, waitstore
+from flowcore.admission_store import FlowControl
+from flowcore.debounce_store import Debouncer
 from flowcore.engine import EngineEnv, Plan
 from flowcore.errors import InvalidInput, NotFound
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.policy import check_definition
 from flowcore.records import Origin, Snapshot
 from flowcore.settings import TaskPolicySection
-from flowcore.store import WorkflowStore
+from flowcore.store import WorkflowStore, new_workflow_id
 from flowcore.tracing import WorkflowRoot
 from gateway.bodies import parse_model, query_bool, query_int, read_document
+from gateway.routes import pools
 from gateway.views import workflow_view
 
 
@@ -34,6 +37,13 @@ def policy_of(request: Request) -> TaskPolicySection:
     return policy
 
 
+def query_priority(request: Request) -> int | None:
+    """``?priority=N``: the order of this start among waiting starts (flow control, ADR 013)."""
+    if "priority" not in request.query_params:
+        return None
+    return query_int(request, "priority", 0, lo=flowcontrol.MIN_PRIORITY, hi=flowcontrol.MAX_PRIORITY)
+
+
 def parse_definition(document: Any, policy: TaskPolicySection) -> WorkflowDefinition:
     """Validate a submitted definition: each object (pydantic), the graph (ids, cycles, targets), then
     what its steps ask for against the operator's policy (networks, user, limits, pool scope)."""
@@ -44,13 +54,35 @@ def parse_definition(document: Any, policy: TaskPolicySection) -> WorkflowDefini
 
 
 async def submit(
-    store: WorkflowStore, definition: WorkflowDefinition, *, start: bool, origin: Origin | None = None
+    store: WorkflowStore,
+    definition: WorkflowDefinition,
+    *,
+    start: bool,
+    origin: Origin | None = None,
+    priority: int | None = None,
 ) -> Snapshot:
-    """Create (and start) a workflow; returns it as committed. Its trace starts here (flowcore.tracing)."""
+    """Create (and start) a workflow; returns it as committed. Its trace starts here (flowcore.tracing).
+
+    A start under flow control (ADR 013) goes through admission: it may be queued or refused."""
     if start:
         dag.check_runnable(definition)
     kind = origin.kind if origin is not None else "api"
     root = WorkflowRoot(definition.name, origin_kind=kind, trigger_id=origin.trigger_id if origin else None)
+    run = flowcontrol.run_slots(definition.name, definition.config, definition.input, priority=priority)
+    if start and run is not None and definition.config.debounce is not None:
+        wf_id, opened = await Debouncer(store).submit(definition, origin or Origin(), run, trace=root.traceparent)
+        if opened:
+            root.end(wf_id)
+        return await store.load(wf_id)
+    if start and run is not None:
+        wf_id = new_workflow_id()
+        control = FlowControl(store)
+        try:
+            await control.create_queued(wf_id, definition, origin or Origin(), run, trace=root.traceparent)
+            await control.admit(wf_id)
+            return await store.load(wf_id)
+        finally:
+            root.end(wf_id)
     wf_id = await store.create(definition, origin=origin, trace=root.traceparent)
     try:
         if start:
@@ -63,8 +95,10 @@ async def submit(
 async def create_workflow(request: Request) -> Response:
     """Create a workflow from a JSON or YAML definition; ``?start=true`` also starts it."""
     definition = parse_definition(await read_document(request), policy_of(request))
+    await waitstore.check_templates(store_of(request), definition, policy_of(request))  # workflow steps (ADR 012)
     start = query_bool(request, "start")
-    snap = await submit(store_of(request), definition, start=start)
+    priority = query_priority(request)
+    snap = await submit(store_of(request), definition, start=start, priority=priority)
     return JSONResponse(workflow_view(snap), status_code=201, headers={"location": f"/v1/workflows/{snap.wf_id}"})
 
 
@@ -99,9 +133,20 @@ async def get_workflow(request: Request) -> Response:
 
 
 async def start_workflow(request: Request) -> Response:
-    """Start a pending workflow; 409 when it has already started."""
+    """Start a pending workflow; 409 when it has already started. Under flow control it is admitted,
+    queued or refused (ADR 013)."""
     store = store_of(request)
     wf_id = request.path_params["workflow_id"]
+    priority = query_priority(request)
+    summary = await store.load_summary(wf_id)
+    defn = summary.definition
+    run = flowcontrol.run_slots(defn.name, defn.config, defn.input, priority=priority)
+    if run is not None and summary.status == WorkflowStatus.PENDING:
+        dag.check_runnable(defn)
+        control = FlowControl(store)
+        await control.enqueue_pending(wf_id, run)
+        await control.admit(wf_id)
+        return JSONResponse(workflow_view(await store.load(wf_id), now=time.time()), status_code=202)
 
     def start(snap: Snapshot) -> Plan:
         dag.check_runnable(snap.definition)
@@ -126,6 +171,7 @@ async def delete_workflow(request: Request) -> Response:
     # A template's triggers go with it: nothing may fire from a definition that is gone.
     await request.app.state.triggers.delete_for_workflow(wf_id)
     request.app.state.firing.forget(wf_id)
+    await pools.forget_kept(request, wf_id)  # its kept containers (ADR 014)
     return Response(status_code=204)
 
 

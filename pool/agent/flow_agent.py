@@ -249,7 +249,12 @@ class Runner:
             state = sandbox.read_task_file(task_dir.state, limit)
             result["output_file"], result["state_file"] = output.text, state.text
             result["file_error"] = output.error or state.error
-        if self.agent.scrub_shared:
+        # The pool keeps this container for inspection after such an outcome (cleanup policy keep,
+        # ADR 014): the task's files stay, here and in the shared directories; no other task comes.
+        keep = self.message.get("keep_files")
+        failed = result.get("exit_code") != 0 or bool(result.get("error")) or self.timed_out or self.cancelled
+        kept = isinstance(keep, dict) and keep.get("failure" if failed else "success") is True
+        if self.agent.scrub_shared and not kept:
             sandbox.scrub(user)
         self.agent.runners.pop(self.task_id, None)
         lines = logs.close()
@@ -261,8 +266,9 @@ class Runner:
         result["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.session.send(result)
         # Off the task's time, before the next message is read: its files go, the next directory
-        # is made.
-        self.agent.make_dir_ahead(task_dir, user)
+        # is made (unless kept, see above).
+        if not kept:
+            self.agent.make_dir_ahead(task_dir, user)
         if self.zygote is not None:
             self.zygote.replenish()
         if self.agent.peak_resettable:

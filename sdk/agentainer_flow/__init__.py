@@ -19,6 +19,7 @@ from agentainer_flow.errors import (
 )
 from agentainer_flow.events import EventStream, ServerEvent
 from agentainer_flow.execution import WorkflowExecution
+from agentainer_flow.kept import KeptContainer
 from agentainer_flow.local import LocalRun, LocalStepResult, run_locally
 from agentainer_flow.mapreduce import MapReduceConfig, mapreduce
 from agentainer_flow.models import (
@@ -35,6 +36,8 @@ from agentainer_flow.models import (
     WorkflowStatus,
 )
 from agentainer_flow.retention import BulkDeleteResult
+from agentainer_flow.secret_api import SecretInfo
+from agentainer_flow.waits import approval, ref, sleep, subworkflow, wait_for_event
 
 __version__ = "0.1.0"
 
@@ -45,11 +48,13 @@ __all__ = [
     "ClientError",
     "EventStream",
     "Job",
+    "KeptContainer",
     "LineStream",
     "LocalRun",
     "LocalStepResult",
     "MapReduceConfig",
     "MemoryState",
+    "SecretInfo",
     "ServerEvent",
     "Step",
     "StepContext",
@@ -71,13 +76,18 @@ __all__ = [
     "__version__",
     "all_of",
     "any_of",
+    "approval",
     "branch",
     "decision",
     "definition_of",
     "mapreduce",
     "not_",
+    "ref",
     "run_locally",
+    "sleep",
     "step",
+    "subworkflow",
+    "wait_for_event",
     "when",
     "workflow",
 ]

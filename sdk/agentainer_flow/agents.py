@@ -20,9 +20,16 @@ class AgentsAPI(BaseClient):
         workflow_id: str | None = None,
         step_id: str | None = None,
         command: list[str] | None = None,
+        on_error: Literal["restart", "keep", "remove"] | None = None,
+        max_restarts: int | None = None,
+        restart_backoff: float | str | None = None,
     ) -> Agent:
         """Create an agent (``POST /v1/agents``). ``cpu_limit`` is in nano-CPUs (2_000_000_000 = 2 cores),
-        ``memory_limit`` in bytes. The agent is created stopped: :meth:`start_agent` runs it."""
+        ``memory_limit`` in bytes. The agent is created stopped: :meth:`start_agent` runs it.
+
+        ``on_error`` says what happens when it exits with an error: ``keep`` it stopped (default),
+        ``remove`` it, or ``restart`` it after ``restart_backoff`` (seconds or ``"2s"``, doubling, at most
+        1 minute), at most ``max_restarts`` times (default 3); ``agent.restarts`` counts them."""
         for value, label in ((cpu_limit, "cpu_limit"), (memory_limit, "memory_limit")):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValidationError(f"{label} must be a positive integer, got {value!r}", field=label)
@@ -34,6 +41,9 @@ class AgentsAPI(BaseClient):
             "workflow_id": workflow_id,
             "step_id": step_id,
             "command": command,
+            "on_error": on_error,
+            "max_restarts": max_restarts,
+            "restart_backoff": restart_backoff,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return Agent.read(await self._request("POST", "/v1/agents", json=body))

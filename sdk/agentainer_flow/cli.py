@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from agentainer_flow import cli_commands as cmd
-from agentainer_flow import cli_retention
+from agentainer_flow import cli_kept, cli_retention, cli_secrets
 from agentainer_flow.errors import AgentainerError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
 
     ls = sub.add_parser("list", help="list workflows, newest first")
-    ls.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
+    ls.add_argument("--status", choices=["pending", "queued", "running", "completed", "failed", "cancelled"])
     ls.add_argument("--limit", type=int, default=50)
 
     get = sub.add_parser("get", help="a workflow with its steps")
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
 
     cli_retention.add_parser(sub)
+    cli_secrets.add_parser(sub)
+    cli_kept.add_parsers(sub)
+
+    for verb in ("approve", "reject"):  # approval steps (a token with the approve scope)
+        decide = sub.add_parser(verb, help=f"{verb} a waiting approval step")
+        decide.add_argument("id")
+        decide.add_argument("step")
+        decide.add_argument("--comment", "-m", help="recorded with who decided and when")
 
     state = sub.add_parser("state", help="read or set a workflow's state")
     state.add_argument("id")
@@ -128,9 +136,14 @@ async def _dispatch(args: argparse.Namespace, transport: httpx.AsyncBaseTranspor
             "logs": cmd.logs,
             "cancel": cmd.cancel,
             "delete": cli_retention.delete,
+            "secret": cli_secrets.secret,
+            "approve": cmd.decide,
+            "reject": cmd.decide,
             "state": cmd.state,
             "trigger": cmd.trigger,
             "agents": cmd.agents,
+            "kept": cli_kept.kept,
+            "inspect": cli_kept.inspect,
         }[args.command]
         code: int = await handler(client, args)
         return code

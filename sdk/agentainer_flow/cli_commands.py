@@ -169,8 +169,9 @@ async def list_workflows(client: WorkflowClient, args: argparse.Namespace) -> in
     if args.json:
         dump([w.model_dump(mode="json") for w in items])
         return 0
-    rows = [[w.id, w.name, w.status.value, str(w.created_at or "-")[:19], secs(w.duration_s)] for w in items]
-    out(table(rows, ["ID", "NAME", "STATUS", "CREATED", "DURATION"]))
+    rows = [[w.id, w.name, w.status.value, str(w.created_at or "-")[:19], secs(w.duration_s), w.queued_reason or ""]
+            for w in items]
+    out(table(rows, ["ID", "NAME", "STATUS", "CREATED", "DURATION", "REASON"]))
     return 0
 
 
@@ -180,6 +181,9 @@ async def get(client: WorkflowClient, args: argparse.Namespace) -> int:
         dump(wf.model_dump(mode="json"))
         return 0
     out(f"{wf.id}  {wf.name}  {wf.status.value}  {secs(wf.duration_s)}")
+    if wf.queued_reason:
+        eta = f" (estimated start {wf.estimated_start:%H:%M:%S})" if wf.estimated_start else ""
+        out(f"{wf.status.value}: {wf.queued_reason}{eta}")
     if wf.error:
         out(f"error: {wf.error}")
     out(final_table(wf))
@@ -236,6 +240,18 @@ async def _log_tails(client: WorkflowClient, args: argparse.Namespace) -> int:
 async def cancel(client: WorkflowClient, args: argparse.Namespace) -> int:
     wf = await client.cancel_workflow(args.id)
     dump(wf.model_dump(mode="json")) if args.json else out(f"{wf.id} {wf.status.value}")
+    return 0
+
+
+async def decide(client: WorkflowClient, args: argparse.Namespace) -> int:
+    """``flow approve ID STEP`` / ``flow reject ID STEP`` with an optional ``--comment``."""
+    call = client.approve if args.command == "approve" else client.reject
+    wf = await call(args.id, args.step, args.comment)
+    step = next((s for s in wf.steps if s.id == args.step), None)
+    if args.json:
+        dump(step.model_dump(mode="json") if step is not None else wf.model_dump(mode="json"))
+    else:
+        out(f"{wf.id} {args.step} {step.status.value if step else '?'} ({args.command}d); workflow {wf.status.value}")
     return 0
 
 

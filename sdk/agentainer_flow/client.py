@@ -21,17 +21,19 @@ from agentainer_flow.decorators import WORKFLOW_ATTR
 from agentainer_flow.definition import definition_of
 from agentainer_flow.errors import ValidationError
 from agentainer_flow.execution import WorkflowExecution
+from agentainer_flow.kept import KeptAPI
 from agentainer_flow.logs import LogsAPI
 from agentainer_flow.mapreduce import MapReduceConfig
 from agentainer_flow.metrics import MetricsAPI
 from agentainer_flow.models import Job, Workflow, WorkflowStatus
 from agentainer_flow.retention import RetentionAPI
+from agentainer_flow.secret_api import SecretsAPI
 from agentainer_flow.triggers import TriggersAPI
 
 _PAGE = 200
 
 
-class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, LogsAPI, RetentionAPI, BaseClient):
+class WorkflowClient(AgentsAPI, KeptAPI, TriggersAPI, MetricsAPI, LogsAPI, RetentionAPI, SecretsAPI, BaseClient):
     """Workflows, their state, agents, triggers and metrics over the REST API (``/v1``).
 
     ``WorkflowClient(base_url="http://localhost:8081", token="default-token", timeout=30.0)``; use it
@@ -59,9 +61,15 @@ class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, LogsAPI, RetentionAPI, 
             definition["labels"] = labels
         return await self.submit(definition, start=False)
 
-    async def submit(self, definition: dict[str, Any] | str | bytes, *, start: bool = True) -> Workflow:
-        """Send a full definition (a dict, or YAML/JSON text) to ``POST /v1/workflows``."""
+    async def submit(
+        self, definition: dict[str, Any] | str | bytes, *, start: bool = True, priority: int | None = None
+    ) -> Workflow:
+        """Send a full definition (a dict, or YAML/JSON text) to ``POST /v1/workflows``.
+
+        ``priority`` orders this start among starts waiting for the same flow-control limit (higher first)."""
         params = {"start": "true" if start else "false"}
+        if priority is not None:
+            params["priority"] = str(int(priority))
         if isinstance(definition, str | bytes):
             data = await self._request(
                 "POST", "/v1/workflows", params=params, content=definition,
@@ -106,6 +114,20 @@ class WorkflowClient(AgentsAPI, TriggersAPI, MetricsAPI, LogsAPI, RetentionAPI, 
     async def cancel_workflow(self, workflow_id: str) -> Workflow:
         """Cancel a workflow: running tasks are killed, pending steps never start (409 when finished)."""
         return Workflow.read(await self._request("POST", f"/v1/workflows/{seg(workflow_id)}/cancel"))
+
+    async def approve(self, workflow_id: str, step_id: str, comment: str | None = None) -> Workflow:
+        """Approve a waiting approval step (the token needs the ``approve`` scope; 409 when it is not waiting)."""
+        return await self._decide(workflow_id, step_id, "approve", comment)
+
+    async def reject(self, workflow_id: str, step_id: str, comment: str | None = None) -> Workflow:
+        """Reject a waiting approval step, with an optional comment (recorded with who decided)."""
+        return await self._decide(workflow_id, step_id, "reject", comment)
+
+    async def _decide(self, workflow_id: str, step_id: str, verb: str, comment: str | None) -> Workflow:
+        body = {} if comment is None else {"comment": comment}
+        path = f"/v1/workflows/{seg(workflow_id)}/steps/{seg(step_id)}/{verb}"
+        answer = await self._request("POST", path, json=body)
+        return Workflow.read(answer["workflow"])
 
     async def delete_workflow(self, workflow_id: str) -> None:
         """Delete a finished or never-started workflow and its state (409 while it runs)."""

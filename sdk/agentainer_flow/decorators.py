@@ -77,6 +77,12 @@ class WorkflowSpec:
     failure_strategy: str | None = None
     image: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # flow control of starts (the server's ADR 013)
+    concurrency: dict[str, Any] | None = None
+    max_concurrent_runs: int | None = None
+    rate_limit: dict[str, Any] | None = None
+    priority: int | None = None
+    debounce: dict[str, Any] | None = None
 
 
 def _check_timeout(value: Any, name: str) -> None:
@@ -171,8 +177,18 @@ def workflow(
     failure_strategy: Literal["fail_fast", "continue"] | None = None,
     image: str | None = None,
     labels: dict[str, str] | None = None,
+    concurrency: dict[str, Any] | None = None,
+    max_concurrent_runs: int | None = None,
+    rate_limit: dict[str, Any] | None = None,
+    priority: int | None = None,
+    debounce: dict[str, Any] | None = None,
 ) -> Callable[[C], C]:
     """Mark a class as a workflow named ``name``; its ``@step`` methods and branch attributes are the steps.
+
+    Flow control of its starts: ``concurrency={"key": "input.customer_id", "limit": 1, "strategy":
+    "queue"}`` (or ``cancel_in_progress``, ``cancel_newest``), ``max_concurrent_runs=5``,
+    ``rate_limit={"limit": 10, "period": "1m"}``, ``priority=5`` (waiting starts, higher first),
+    ``debounce={"key": "input.user", "period": "30s", "max_wait": "5m", "inputs": "all"}``.
 
     ``image`` is the default image of its steps. The class must be constructible without arguments:
     each Python-function step runs ``YourClass().method(ctx)``. It may be defined inside a function
@@ -185,7 +201,16 @@ def workflow(
         raise ValidationError(f"max_parallel must be at least 1, got {max_parallel}", field="max_parallel")
     if failure_strategy not in (None, "fail_fast", "continue"):
         raise ValidationError("failure_strategy must be 'fail_fast' or 'continue'", field="failure_strategy")
-    spec = WorkflowSpec(name, description, max_parallel, timeout, failure_strategy, image, dict(labels or {}))
+    for option, value in (("concurrency", concurrency), ("rate_limit", rate_limit), ("debounce", debounce)):
+        if value is not None and not isinstance(value, dict):
+            raise ValidationError(f"{option} is a dict such as {{'key': 'input.id', 'limit': 1}}", field=option)
+    if max_concurrent_runs is not None and max_concurrent_runs < 1:
+        raise ValidationError(f"max_concurrent_runs must be at least 1, got {max_concurrent_runs}", field="max_concurrent_runs")
+    spec = WorkflowSpec(
+        name, description, max_parallel, timeout, failure_strategy, image, dict(labels or {}),
+        concurrency=concurrency, max_concurrent_runs=max_concurrent_runs, rate_limit=rate_limit, priority=priority,
+        debounce=debounce,
+    )
 
     def decorate(cls: C) -> C:
         if not isinstance(cls, type):

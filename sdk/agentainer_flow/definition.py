@@ -18,6 +18,7 @@ from agentainer_flow.branching import _Control, branch, condition_paths, decisio
 from agentainer_flow.decorators import STEP_ATTR, StepSpec, WorkflowSpec, workflow_spec
 from agentainer_flow.errors import ValidationError
 from agentainer_flow.shipping import ship
+from agentainer_flow.waits import _Wait
 
 
 @dataclass
@@ -103,6 +104,8 @@ def plan(obj: Any) -> Plan:
                     "default": [ref(t, f"{sid}.default") for t in value.default],
                 }
             ps.waits_for = set(ps.depends_on) | {p.split(".")[1] for c in value.conditions() for p in condition_paths(c) if p.startswith("steps.") and p.count(".") >= 1}
+            if isinstance(value, _Wait):  # a wait's filter or child input reads steps through paths
+                ps.waits_for |= {p.split(".")[1] for p in value.read_paths() if p.startswith("steps.") and p.count(".") >= 1}
         else:
             spec: StepSpec = getattr(value, STEP_ATTR)
             ps = PlannedStep(sid, method=attr, spec=spec, depends_on=[ref(d, f"{sid}.depends_on") for d in spec.depends_on])
@@ -159,6 +162,8 @@ def _step_body(ps: PlannedStep, wf: WorkflowSpec, function: dict[str, Any] | Non
         body: dict[str, Any] = {"id": ps.id, "type": ps.control.kind, "depends_on": ps.depends_on}
         if isinstance(ps.control, branch):
             body.update(condition=ps.control.condition, then=ps.targets["then"], **{"else": ps.targets["else"]})
+        elif isinstance(ps.control, _Wait):
+            body.update(ps.control.fields())
         else:
             body.update(cases=ps.targets["cases"], default=ps.targets["default"])
         return body
@@ -198,7 +203,9 @@ def definition_of(obj: Any, input_data: Any = None) -> dict[str, Any]:
     modules, functions = ship(
         p.cls, {s.id: s.method for s in p.steps if s.spec is not None and s.spec.command is None and s.method}
     )
-    config = {"max_parallel": wf.max_parallel, "timeout": wf.timeout, "failure_strategy": wf.failure_strategy}
+    config = {"max_parallel": wf.max_parallel, "timeout": wf.timeout, "failure_strategy": wf.failure_strategy,
+              "concurrency": wf.concurrency, "max_concurrent_runs": wf.max_concurrent_runs,
+              "rate_limit": wf.rate_limit, "priority": wf.priority, "debounce": wf.debounce}
     definition: dict[str, Any] = {
         "name": wf.name,
         "config": {k: v for k, v in config.items() if v is not None},

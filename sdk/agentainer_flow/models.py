@@ -21,6 +21,7 @@ from agentainer_flow.errors import ClientError
 
 class WorkflowStatus(enum.StrEnum):
     PENDING = "pending"
+    QUEUED = "queued"  # started, waiting for a concurrency key, rate limit or overlap policy (ADR 013)
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -51,6 +52,11 @@ class StepType(enum.StrEnum):
     REDUCE = "reduce"
     BRANCH = "branch"
     DECISION = "decision"
+    # durable waits: parked by the engine, no container (agentainer_flow.waits)
+    SLEEP = "sleep"
+    WAIT_FOR_EVENT = "wait_for_event"
+    APPROVAL = "approval"
+    WORKFLOW = "workflow"
 
 
 class TriggerType(enum.StrEnum):
@@ -138,6 +144,7 @@ class Step(_Reader):
     failed: int | None = None
     failures: Any = None
     chosen: Any = None
+    wait: Any = None  # a durable wait: its kind, what it waits for, until when, a child run's id
     tasks: list[Task] = Field(default_factory=list)
 
     @property
@@ -167,6 +174,11 @@ class Workflow(_Reader):
     labels: dict[str, str] = Field(default_factory=dict)
     origin: dict[str, Any] = Field(default_factory=dict)
     step_count: int = 0
+    # flow control: why a queued (or refused) run waits, its estimated start, its priority
+    queued_reason: str | None = None
+    estimated_start: datetime | None = None
+    priority: int = 0
+    admitted_at: datetime | None = None
     input: Any = None
     steps: list[Step] = Field(default_factory=list)
     definition: dict[str, Any] | None = None
@@ -235,6 +247,9 @@ class Agent(_Reader):
     cpu_limit: int | None = None
     memory_limit: int | None = None
     created_at: datetime | None = None
+    on_error: str = Field("keep", description="When it exits with an error: restart, keep (stopped) or remove.")
+    restarts: int = Field(0, description="Restarts its on_error: restart policy made.")
+    reason: str | None = Field(None, description="Why it is stopped, removed or lost.")
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +275,10 @@ class TriggerConfig(BaseModel):
     event_type: str | None = Field(None, description="Event triggers: the event type that fires it.")
     event_filter: dict[str, Any] = Field(default_factory=dict, description="Payload fields that must match.")
     skip_if_running: bool = Field(False, description="Skip a fire while a run from this trigger is active.")
+    overlap: str | None = Field(
+        None, description="A fire while a run is active: skip, buffer_one, buffer_all, cancel_other, allow_all."
+    )
+    priority: int | None = Field(None, description="Order of this trigger's waiting starts, higher first.")
     signature: str | None = Field(None, description="Webhook triggers: signature preset (github, stripe, ...).")
     secret: str | None = Field(None, description="Webhook triggers: the HMAC secret.")
 

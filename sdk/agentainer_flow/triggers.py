@@ -89,10 +89,11 @@ class TriggersAPI(BaseClient):
 
     async def publish_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> dict[str, Any]:
         """Publish an event (``POST /v1/events``): every enabled event trigger of ``event_type`` whose
-        filter matches ``payload`` fires. With ``event_id``, publishing again starts nothing new.
+        filter matches ``payload`` fires, and every run waiting for it (a ``wait_for_event`` step whose
+        filter matches) resumes. With ``event_id``, publishing again starts nothing new.
 
         Returns ``{'event_id', 'matched', 'started', 'duplicate', 'fires': [{'trigger_id',
-        'workflow_id', 'status', 'reason'}]}``.
+        'workflow_id', 'status', 'reason'}], 'woke'}`` (``woke``: how many waiting runs it resumes).
         """
         if not isinstance(event_type, str) or not event_type.strip():
             raise ValidationError("event_type must be a non-empty string", field="type")

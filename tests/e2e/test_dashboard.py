@@ -218,6 +218,8 @@ def test_a_running_workflows_dag_changes_state_live_and_its_logs_show(
     page.wait_for(f"{node_status('work')} === 'succeeded'", "the work node to turn succeeded")
     page.wait_for(f"{node_status('report')} === 'succeeded'", "the report node to turn succeeded")
     page.wait_for("document.querySelector('#wf-status')?.dataset.status === 'completed'", "the workflow badge")
+    header = page.text("#wf-status") + " " + page.text("#wf-sub")
+    assert "null" not in header and "[object" not in header and "undefined" not in header, header
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded instead of updating live"
     page.wait_for(
         "(document.querySelector('#log-view')?.innerText || '').includes('released with \"go\"')",

@@ -74,6 +74,7 @@ async def test_demo_prints_results_and_a_timing_table(stack: Stack, monkeypatch:
     assert code == 0, text
     assert "wall time" in text and "order-pipeline" in text and "wordcount (urls)" in text
     assert "wordcount-dag" in text and "branch took" in text
+    assert "agents-review" in text and "[reviewer] round 1: rejected" in text and "accepted after 2 round(s)" in text
     assert json.dumps(wordcount.expected()["top"][0][0]) .strip('"') in text
 
 

@@ -82,7 +82,10 @@ def test_pooled_cold_failing_and_retried_runs(client: httpx.Client) -> None:
     assert client.get("/v1/workflows/wf-missing/metrics").status_code == 404
     history = client.get("/v1/metrics/history", params={"duration": "1h", "limit": 1000}).json()["items"]
     ids = [i["workflow_id"] for i in history]
-    assert pooled_id in ids and ids == sorted(ids, reverse=True)  # ids start with the creation time
+    # Newest first. An id starts with its creation time in ms; two created in the same ms may come in
+    # either order (the history orders by the exact time, the ids' tails are random).
+    created_ms = [wf_id.split("-")[1] for wf_id in ids]
+    assert pooled_id in ids and created_ms == sorted(created_ms, reverse=True)
 
 
 def test_history_includes_running_workflows_and_aggregates_add_up(client: httpx.Client) -> None:

@@ -159,6 +159,23 @@ async def test_a_trigger_token_can_only_fire(redis_url: str, conn: Redis, prefix
         assert (await api.post("/v1/agents", json={}, headers=bearer(WRITE))).status_code == 403
 
 
+async def test_event_ids_are_scoped_to_the_sender(redis_url: str, conn: Redis, prefix: str) -> None:
+    """Issue 13: two senders that pick the same event id used to collide: the second started nothing and
+    was answered the first one's workflow ids. Now each sender's ids are its own."""
+    async with serve(settings_for(redis_url, prefix), conn) as app, client(app) as api:
+        wf = await make_template(api)
+        await make_trigger(api, wf)
+        event = {"type": "upload", "id": "evt-7", "payload": {}}
+        mine = (await api.post("/v1/events", json=event, headers=bearer(FIRE))).json()
+        theirs = (await api.post("/v1/events", json=event, headers=bearer(WRITE))).json()
+        assert mine["started"] == 1 and theirs["started"] == 1 and theirs["duplicate"] is False
+        assert mine["fires"][0]["workflow_id"] != theirs["fires"][0]["workflow_id"]
+        again = (await api.post("/v1/events", json=event, headers=bearer(FIRE))).json()
+        assert again["duplicate"] is True and again["fires"][0]["workflow_id"] == mine["fires"][0]["workflow_id"]
+        other_type = await api.post("/v1/events", json={**event, "type": "other"}, headers=bearer(WRITE))
+        assert other_type.status_code == 409  # an id reused for another type, by the same sender
+
+
 async def test_tokens_limited_to_workflows(redis_url: str, conn: Redis, prefix: str) -> None:
     async with serve(settings_for(redis_url, prefix), conn) as app, client(app) as api:
         mine, other = await make_template(api, "mine"), await make_template(api, "other")

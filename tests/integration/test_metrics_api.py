@@ -125,7 +125,7 @@ async def test_history_and_aggregate_over_a_window(api: httpx.AsyncClient, conn:
 
     agg = (await api.get("/v1/metrics/aggregate", params={"duration": "1h"})).json()
     assert agg["total_workflows"] == 4 and agg["finished_workflows"] == 2
-    assert agg["by_status"] == {"pending": 1, "running": 1, "completed": 1, "failed": 1, "cancelled": 0}
+    assert agg["by_status"] == {"pending": 1, "queued": 0, "running": 1, "completed": 1, "failed": 1, "cancelled": 0}
     assert agg["success_rate"] == 50.0 and agg["avg_duration"] is not None and agg["p95_duration"] >= agg["p50_duration"]
     assert (agg["dispatches"], agg["warm_dispatches"], agg["cold_dispatches"]) == (3, 2, 1)
     assert agg["pool_efficiency"] == 66.67 and agg["truncated"] is False and agg["scanned"] == 4

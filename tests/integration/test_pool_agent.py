@@ -97,9 +97,11 @@ async def test_failures_in_agent_mode(pool: PoolServices, base_image: str) -> No
     assert slow.error is not None and slow.error.kind == ErrorKind.TIMEOUT
     bad = await pool.dispatcher.execute(make_task(base_image, command="echo nope", mode=AGENT))
     assert bad.error is not None and bad.error.kind == ErrorKind.INVALID_OUTPUT
-    # The container survived all of that and still serves.
+    # The container survived all of that: none was lost; each failed task's container was removed by
+    # the default cleanup policy (failures are removed, ADR 014), so the next task has a fresh one.
     ok = await pool.dispatcher.execute(make_task(base_image, command="echo 7", mode=AGENT))
-    assert ok.ok and ok.output == 7 and ok.container_id == code.container_id
+    assert ok.ok and ok.output == 7 and ok.container_id not in (code.container_id, slow.container_id)
+    assert pool.manager.get(ok.pool_key or "").stats.replaced == 0
 
 
 async def test_oom_in_agent_mode(pool: PoolServices, base_image: str) -> None:
@@ -177,9 +179,11 @@ async def test_function_kinds(pool: PoolServices, base_image: str) -> None:
     assert "RuntimeError: step broke" in failed.error.message and "Traceback" in failed.log_tail
     slow = await pool.dispatcher.execute(make_task(base_image, function=fn("forever"), timeout_s=0.5))
     assert slow.error is not None and slow.error.kind == ErrorKind.TIMEOUT
-    # Only the function's own process was killed (it runs outside the agent): the container serves on.
+    # Only the function's own process was killed (it runs outside the agent): no container was lost
+    # (the failed tasks' containers were removed by the default cleanup policy, ADR 014).
     after = await pool.dispatcher.execute(make_task(base_image, function=fn("double"), input={"x": 1}))
-    assert after.ok and after.output == 2 and after.container_id == slow.container_id
+    assert after.ok and after.output == 2 and after.container_id != slow.container_id
+    assert pool.manager.get(after.pool_key or "").stats.replaced == 0
 
 
 async def test_cancel_a_running_task(pool: PoolServices, base_image: str) -> None:

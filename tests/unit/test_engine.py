@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -523,3 +524,12 @@ def test_complete_hands_the_task_last_log_lines_to_the_commit() -> None:
     plan = d.complete(step, index, token, ok(1, logs=lines))
     assert plan.log_lines == [LogLine("a", 0, 1, "stderr", "warn", 1.5)]
     assert d.complete(step, index, token, ok(1, logs=lines)).log_lines == []  # a duplicate adds nothing
+
+
+def test_a_map_over_more_items_than_the_limit_fails_its_step_clearly() -> None:
+    d = Driver({"name": "m", "input": {"xs": list(range(6))}, "steps": [{"id": "m", "type": "map", "items": "input.xs", **IMG}]})
+    d.env_factory = (lambda make: (lambda: replace(make(), max_map_items=5)))(d.env_factory)
+    d.start()
+    assert d.status("m") == StepStatus.FAILED and not d.queue
+    assert "has 6 items; the limit is 5" in (d.snap.steps["m"].error or "")
+    assert d.snap.status == WorkflowStatus.FAILED

@@ -20,7 +20,8 @@ def test_the_script_lists_the_references_the_definitions_use() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [wordcount.IMAGE] == [images.reference("wordcount")]
+    assert done.stdout.split() == [ref for _, _, ref, _ in images.images()]
+    assert images.reference("wordcount") == wordcount.IMAGE and wordcount.IMAGE in done.stdout.split()
     assert wordcount.IMAGE.startswith("agentainer-flow/wordcount:")
 
 
@@ -52,3 +53,13 @@ def test_wordcount_steps_run_programs_from_the_image() -> None:
             assert (WORDCOUNT / "steps" / Path(path).name).is_file()
     dockerfile = (WORDCOUNT / "Dockerfile").read_text()
     assert "COPY steps/*.py /app/" in dockerfile and "\nRUN" not in dockerfile
+
+
+def test_an_example_with_several_dockerfiles_has_one_image_each() -> None:
+    listed = {name: (directory.name, ref, dockerfile) for name, directory, ref, dockerfile in images.images()}
+    for kind in ("planner", "worker", "reviewer"):
+        directory, ref, dockerfile = listed[f"agentainer-flow/agents-{kind}"]
+        assert (directory, dockerfile) == ("agents", f"Dockerfile.{kind}")
+        assert ref == images.reference("agents", kind)
+        assert ref.split(":")[1] == images.content_tag(REPO / "examples" / "agents", f"Dockerfile.{kind}")
+    assert len({listed[f"agentainer-flow/agents-{k}"][1] for k in ("planner", "worker", "reviewer")}) == 3

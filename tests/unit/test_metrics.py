@@ -250,7 +250,7 @@ def test_empty_window_is_defined_without_nan() -> None:
     assert doc["total_workflows"] == 0 and doc["finished_workflows"] == 0 and doc["dispatches"] == 0
     assert doc["success_rate"] == 0.0 and doc["pool_efficiency"] == 0.0 and doc["throughput_per_min"] == 0.0
     assert doc["avg_duration"] is None and doc["p50_duration"] is None and doc["p95_duration"] is None
-    assert doc["by_status"] == {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
+    assert doc["by_status"] == {"pending": 0, "queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
     assert metrics.history([], now=10_000.0, window_s=3600.0, limit=10) == []
     # the spec's formatting works on the empty window
     assert f"{doc['success_rate']:.1f}% {doc['pool_efficiency']:.1f}%" == "0.0% 0.0%"
@@ -269,7 +269,7 @@ def test_aggregate_over_finished_running_and_pending_workflows() -> None:
     ]
     doc = strict_json(metrics.aggregate(runs, now=now, window_s=3600.0))
     assert doc["total_workflows"] == 6 and doc["finished_workflows"] == 4
-    assert doc["by_status"] == {"pending": 1, "running": 1, "completed": 2, "failed": 1, "cancelled": 1}
+    assert doc["by_status"] == {"pending": 1, "queued": 0, "running": 1, "completed": 2, "failed": 1, "cancelled": 1}
     assert doc["completed"] == 2 and doc["running"] == 1
     assert doc["success_rate"] == 50.0  # 2 completed of 4 finished; running and pending left out
     assert doc["avg_duration"] == pytest.approx(5.0) and doc["p50_duration"] == pytest.approx(4.0)

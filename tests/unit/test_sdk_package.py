@@ -76,6 +76,6 @@ def test_enums_print_their_values() -> None:
     from agentainer_flow import StepStatus, TriggerType, WorkflowStatus
 
     assert f"{WorkflowStatus.COMPLETED}" == "completed" and WorkflowStatus.COMPLETED == "completed"
-    assert [s.value for s in WorkflowStatus] == ["pending", "running", "completed", "failed", "cancelled"]
+    assert [s.value for s in WorkflowStatus] == ["pending", "queued", "running", "completed", "failed", "cancelled"]
     assert StepStatus.SKIPPED.finished and not StepStatus.RUNNING.finished
     assert TriggerType.CRON is TriggerType.SCHEDULE and TriggerType("event") is TriggerType.EVENT

@@ -2,7 +2,14 @@
 // Everything renders through textContent / attributes (never innerHTML), so data cannot inject markup.
 
 export const SVG_NS = "http://www.w3.org/2000/svg";
-export const WORKFLOW_STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
+export const WORKFLOW_STATUSES = ["pending", "queued", "running", "completed", "failed", "cancelled"];
+
+/** Flow control (ADR 013): a badge saying why a run waits or was refused (its first word), the reason as title. */
+export function reasonBadge(reason) {
+  if (!reason) return null;
+  const word = (reason.split(":")[0] || "queued").trim();
+  return h("span", { class: `badge reason reason-${word}`, title: reason, text: word });
+}
 export const FINISHED = new Set(["completed", "failed", "cancelled"]);
 // The same rule as gateway/dashboard/masking.py: the server masks, this masks again when rendering.
 export const SECRET_NAME = /token|secret|passw|pwd|passphrase|key|credential|auth|private|cookie|session|signature|cert|dsn|salt/i;

@@ -3,17 +3,19 @@
 // the cancel and retry buttons.
 import {
   api, h, clear, badge, fmtTime, fmtDuration, fmtJson, shortId, maskEnv, envList, liveStream, throttle, toast,
-  errorText, confirmAction, ApiError, FINISHED,
+  errorText, confirmAction, ApiError, FINISHED, reasonBadge,
 } from "../core.js";
 import { renderDag } from "../dag.js";
 import { renderWaterfall } from "../waterfall.js";
+import { keptPanel } from "../kept.js";
+import { WAIT_TYPES, parentLink, waitPanel } from "../waits.js";
 
-const RANK = { pending: 0, running: 1 };
+const RANK = { pending: 0, queued: 0.5, running: 1 };
 const rank = (status) => (status in RANK ? RANK[status] : 2);
 // Live events and re-reads race: a status never moves back (pending -> running -> finished).
 const advance = (old, next) => (!old || rank(next) >= rank(old) ? next : old);
 const TABS = ["logs", "output", "error", "tasks", "env"];
-const CONTROL_TYPES = new Set(["branch", "decision"]);
+const CONTROL_TYPES = new Set(["branch", "decision", ...WAIT_TYPES]);
 
 export function render(main, { id }) {
   const view = { wf: null, dag: null, selected: null, tab: "logs", log: { step: null, next: null, lines: [] }, statuses: new Map() };
@@ -28,6 +30,7 @@ export function render(main, { id }) {
   const statePre = h("pre", { class: "block light", id: "wf-state", text: "…" });
   const waterfall = h("div", { id: "waterfall" }, h("p", { class: "muted", text: "…" }));
   const runInfo = h("div", { id: "wf-info" });
+  const kept = keptPanel(id);  // containers kept by a cleanup policy (ADR 014)
   clear(main).append(
     h("div", { class: "page-head" },
       h("div", {}, h("div", { class: "page-head" }, title, statusSlot), sub),
@@ -43,6 +46,7 @@ export function render(main, { id }) {
         h("section", { class: "panel", id: "step-panel" }, h("h2", { text: "Step" }), detail))),
     h("section", { class: "panel", style: { marginTop: "16px" } }, h("h2", { text: "Trace" }), waterfall),
     h("section", { class: "panel" }, h("h2", { text: "Run" }), runInfo),
+    kept.element,
   );
 
   const stepOf = (stepId) => (view.wf ? view.wf.steps.find((st) => st.id === stepId) : null);
@@ -52,7 +56,7 @@ export function render(main, { id }) {
   function setWorkflowStatus(status) {
     const current = advance(view.wf && view.wf.status, status);
     if (view.wf) view.wf.status = current;
-    clear(statusSlot).append(badge(current, "big"));
+    clear(statusSlot).append(...[badge(current, "big"), reasonBadge(view.wf && view.wf.queued_reason)].filter(Boolean));
     statusSlot.dataset.status = current;
     cancelBtn.disabled = FINISHED.has(current);
     retryBtn.disabled = !FINISHED.has(current);
@@ -74,15 +78,18 @@ export function render(main, { id }) {
     document.title = `${wf.name || wf.id} · Agentainer Flow`;
     setWorkflowStatus(wf.status);
     const origin = wf.origin || {};
-    clear(sub).append(
+    const parts = [
       h("span", { class: "mono", text: wf.id }), " · created ", fmtTime(wf.created_at),
       wf.duration_s !== null && wf.duration_s !== undefined ? ` · ${fmtDuration(wf.duration_s)}` : "",
       " · origin ", origin.kind || "api",
       origin.template_id
         ? [" of ", h("a", { href: `/ui/workflows/${encodeURIComponent(origin.template_id)}`, text: shortId(origin.template_id, 16) })]
         : "",
+      parentLink(origin),
       wf.error ? [" · ", h("span", { class: "error-text", text: wf.error })] : "",
-    );
+    ];
+    // Node.append takes nodes and strings only: nested lists flattened, absent parts dropped.
+    clear(sub).append(...parts.flat(2).filter((part) => part !== null && part !== undefined && part !== ""));
   }
 
   function renderSteps(wf) {
@@ -141,6 +148,7 @@ export function render(main, { id }) {
     clear(detail).append(
       h("div", { class: "page-head" }, h("strong", { class: "mono", id: "selected-step", text: st.id }), badge(advance(view.statuses.get(st.id), st.status)),
         h("span", { class: "muted", text: st.type })),
+      waitPanel(id, st, () => reload()),
       tabs, body);
     fillTab(body, st);
   }
@@ -149,7 +157,8 @@ export function render(main, { id }) {
     const def = defOf(st.id) || {};
     if (view.tab === "logs") {
       if (CONTROL_TYPES.has(st.type)) {
-        body.append(h("p", { class: "muted", text: `a ${st.type} step runs no container: chosen ${JSON.stringify(st.chosen || [])}` }));
+        const what = WAIT_TYPES.has(st.type) ? "it waits in Redis" : `chosen ${JSON.stringify(st.chosen || [])}`;
+        body.append(h("p", { class: "muted", text: `a ${st.type} step runs no container: ${what}` }));
         return;
       }
       body.append(h("pre", { class: "block", id: "log-view" }, view.log.step === st.id ? logNodes() : "loading…"));
@@ -251,6 +260,7 @@ export function render(main, { id }) {
     }
   }
   const spansSoon = throttle(loadSpans, 3000);
+  const keptSoon = throttle(kept.load, 3000);
 
   async function load() {
     let wf;
@@ -283,6 +293,7 @@ export function render(main, { id }) {
     }
     loadState();
     spansSoon();
+    keptSoon();
   }
   const reload = throttle(load, 700);
 

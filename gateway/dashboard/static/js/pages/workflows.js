@@ -2,6 +2,7 @@
 // (over the newest LIMIT workflows of that status), updated from /v1/events or by polling.
 import {
   api, h, clear, badge, fmtAgo, fmtDuration, fmtTime, shortId, liveStream, throttle, errorText, WORKFLOW_STATUSES,
+  reasonBadge,
 } from "../core.js";
 
 const LIMIT = 200;
@@ -57,7 +58,7 @@ export function render(main) {
     return h("tr", { dataset: { workflowId: wf.id, status: wf.status } },
       h("td", {}, h("a", { class: "wf-link", href: `/ui/workflows/${encodeURIComponent(wf.id)}`, text: wf.name || "(unnamed)" })),
       h("td", { class: "mono small", title: wf.id, text: shortId(wf.id, 16) }),
-      h("td", {}, badge(wf.status)),
+      h("td", {}, badge(wf.status), " ", reasonBadge(wf.queued_reason)),
       h("td", { class: "num", text: String(wf.step_count ?? "") }),
       h("td", { class: "small" }, originCell),
       h("td", { title: fmtTime(wf.created_at), text: fmtAgo(wf.created_at) }),

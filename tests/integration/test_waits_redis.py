@@ -1,0 +1,183 @@
+"""Durable waits on a real Redis (ADR 012), jobs run by calling the worker's function directly: the
+publish transaction (log + deliveries together, only matches woken), the event log's bounds, a wait
+that begins after its event (the gap), a delivery job run twice, a timer on a cancelled run, a child
+whose template is gone, a child created once although its start job runs twice."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.constants import job_key_prefix
+from redis.asyncio import Redis
+
+from flowcore import engine, waitrules, waitstore
+from flowcore.engine import EngineEnv
+from flowcore.keyspace import Keyspace
+from flowcore.models import StepStatus, WorkflowDefinition, WorkflowStatus
+from flowcore.store import WorkflowStore
+from workers.pool_client import PoolClient
+from workers.routing import PoolRouter
+from workers.runner import TaskRunner
+from workers.waits import wait_wake
+
+IMG = {"image": "agentainer-flow/python:3.11", "command": "true"}
+
+
+@pytest.fixture
+def keys() -> Keyspace:
+    return Keyspace(f"waits-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    conn = Redis.from_url(redis_url)
+    yield conn
+    await conn.aclose()
+
+
+@pytest.fixture
+async def ctx(redis: Redis, keys: Keyspace) -> AsyncIterator[dict[str, Any]]:
+    pool = PoolClient(token="x")
+    runner = TaskRunner(redis=redis, keys=keys, pool=pool, router=PoolRouter(redis, keys, "http://127.0.0.1:9"),
+                        lease_ttl_s=5, lease_renew_s=1, max_takeovers=3)
+    yield {"runner": runner}
+    await pool.aclose()
+
+
+async def _start(store: WorkflowStore, definition: dict[str, Any]) -> str:
+    wf_id = await store.create(WorkflowDefinition.model_validate(definition))
+    await store.transact(wf_id, lambda s: engine.start(s, EngineEnv()))
+    return wf_id
+
+
+async def _jobs(redis: Redis, keys: Keyspace) -> list[dict[str, Any]]:
+    """The wait jobs in the queue, as (function kwargs)."""
+    found = []
+    for job_id in await redis.zrange(keys.queue, 0, -1):
+        raw = await redis.get(job_key_prefix + job_id.decode())
+        if raw is not None:
+            job = json.loads(raw)
+            if job["f"] == "wait_wake":
+                found.append({**job["k"], "job_id": job_id.decode()})
+    return found
+
+
+async def _run(ctx: dict[str, Any], job: dict[str, Any]) -> str:
+    kwargs = {k: job[k] for k in ("kind", "workflow_id", "step_id", "token")}
+    return await wait_wake(ctx, **kwargs, data=job.get("data"))
+
+
+def _waiting_flow(kind: str, order: str, first: bool = False) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"id": "paid", "type": "wait_for_event", "event_type": kind,
+                                    "filter": {"order": {"$path": "input.order"}}}]
+    if first:
+        steps.insert(0, {"id": "quote", **IMG})
+        steps[1]["depends_on"] = ["quote"]
+    return {"name": "w", "input": {"order": order}, "steps": steps}
+
+
+async def test_publish_logs_the_event_and_queues_deliveries_for_matches_only(
+    redis: Redis, keys: Keyspace, ctx: dict[str, Any]
+) -> None:
+    store = WorkflowStore(redis, keys)
+    mine = await _start(store, _waiting_flow("pay", "o-1"))
+    other = await _start(store, _waiting_flow("pay", "o-2"))
+    assert await redis.hlen(keys.waiters("pay")) == 2
+    for job in await _jobs(redis, keys):  # their checks: nothing logged yet
+        assert await _run(ctx, job) == "waiting"
+    await redis.delete(keys.queue)
+    assert await waitstore.publish(redis, keys, "pay", "ev-1", {"order": "o-1", "amount": 3}) == 1
+    (job,) = await _jobs(redis, keys)
+    assert job["kind"] == "event" and job["workflow_id"] == mine
+    assert len(await waitstore.recent_events(redis, keys, "pay", 0)) == 1
+    await _run(ctx, job)
+    await _run(ctx, job)  # run twice (a worker died after committing): nothing happens twice
+    snap = await store.load(mine)
+    assert snap.status == WorkflowStatus.COMPLETED and snap.steps["paid"].output["event_id"] == "ev-1"
+    assert (await store.load(other)).steps["paid"].status == StepStatus.RUNNING
+    assert await redis.hkeys(keys.waiters("pay")) == [f"{other}|paid|{(await store.load(other)).steps['paid'].wait['token']}".encode()]  # type: ignore[index]
+
+
+async def test_a_wait_that_begins_after_its_event_finds_it_in_the_log(
+    redis: Redis, keys: Keyspace, ctx: dict[str, Any]
+) -> None:
+    store = WorkflowStore(redis, keys)
+    wf_id = await _start(store, _waiting_flow("pay", "o-9", first=True))
+    assert await waitstore.publish(redis, keys, "pay", "early", {"order": "o-9"}) == 0  # nobody waits yet
+    snap = await store.load(wf_id)
+    task = snap.tasks["quote:0"]
+    from flowcore.pool_api import TaskResult
+
+    await store.transact(wf_id, lambda s: engine.claim(s, EngineEnv(), "quote", 0, task.token))
+    await store.transact(wf_id, lambda s: engine.complete(s, EngineEnv(), "quote", 0, task.token,
+                                                          TaskResult(task_id="t", ok=True, output=1, exit_code=0)))
+    (check,) = [j for j in await _jobs(redis, keys) if j["kind"] == "check"]
+    assert await _run(ctx, check) == "delivered"
+    snap = await store.load(wf_id)
+    assert snap.status == WorkflowStatus.COMPLETED and snap.steps["paid"].output["event_id"] == "early"
+
+
+async def test_the_event_log_is_bounded(redis: Redis, keys: Keyspace) -> None:
+    big = {"order": "x", "blob": "y" * waitrules.EVENT_LOG_ENTRY_MAX_BYTES}
+    await waitstore.publish(redis, keys, "big", "e-big", big)
+    assert await redis.exists(keys.event_log("big")) == 0  # too large to keep for later waits
+    for i in range(waitrules.EVENT_LOG_MAX + 300):
+        await waitstore.publish(redis, keys, "many", f"e{i}", {"i": i})
+    assert await redis.xlen(keys.event_log("many")) < waitrules.EVENT_LOG_MAX + 300
+    assert 0 < await redis.ttl(keys.event_log("many")) <= waitrules.EVENT_LOG_AGE_S
+
+
+async def test_a_timer_after_cancel_changes_nothing_and_cancel_removes_the_waiter(
+    redis: Redis, keys: Keyspace, ctx: dict[str, Any]
+) -> None:
+    store = WorkflowStore(redis, keys)
+    wf_id = await _start(store, {"name": "t", "steps": [
+        {"id": "paid", "type": "wait_for_event", "event_type": "pay", "timeout": "1h"}]})
+    timer = next(j for j in await _jobs(redis, keys) if j["kind"] == "timer")
+    await store.transact(wf_id, lambda s: engine.cancel(s, EngineEnv(), "stop"))
+    assert await redis.hlen(keys.waiters("pay")) == 0
+    assert await redis.get(job_key_prefix + timer["job_id"]) is None  # the timer job went with the commit
+    version = (await store.load_summary(wf_id)).version
+    await _run(ctx, timer)
+    assert (await store.load_summary(wf_id)).version == version
+
+
+async def test_a_child_is_created_once_and_a_missing_template_fails_the_step(
+    redis: Redis, keys: Keyspace, ctx: dict[str, Any]
+) -> None:
+    store = WorkflowStore(redis, keys)
+    template = await store.create(WorkflowDefinition.model_validate({"name": "tpl", "steps": [
+        {"id": "nap", "type": "sleep", "duration": 3600}]}))
+    parent = await _start(store, {"name": "p", "steps": [{"id": "kid", "type": "workflow", "workflow": template}]})
+    (start,) = [j for j in await _jobs(redis, keys) if j["kind"] == "child_start"]
+    assert await _run(ctx, start) == "started"
+    assert await _run(ctx, start) == "started"  # again: the same child, not a second one
+    child_id = (await store.load(parent)).steps["kid"].wait["child_id"]  # type: ignore[index]
+    assert await redis.zcard(keys.all_workflows) == 3
+    child = await store.load(child_id)
+    assert child.status == WorkflowStatus.RUNNING and child.origin.parent_id == parent
+
+    orphan = await _start(store, {"name": "p2", "steps": [{"id": "kid", "type": "workflow", "workflow": "wf-gone-0"}]})
+    (start,) = [j for j in await _jobs(redis, keys) if j["kind"] == "child_start" and j["workflow_id"] == orphan]
+    assert await _run(ctx, start) == "refused"
+    snap = await store.load(orphan)
+    assert snap.status == WorkflowStatus.FAILED and "template" in (snap.steps["kid"].error or "")
+
+
+async def test_children_nest_at_most_ten_deep(redis: Redis, keys: Keyspace, ctx: dict[str, Any]) -> None:
+    from flowcore.records import Origin
+
+    store = WorkflowStore(redis, keys)
+    template = await store.create(WorkflowDefinition.model_validate({"name": "tpl", "steps": [{"id": "a", **IMG}]}))
+    deep = await store.create(WorkflowDefinition.model_validate(
+        {"name": "deep", "steps": [{"id": "kid", "type": "workflow", "workflow": template}]}),
+        origin=Origin(kind="workflow", depth=waitstore.MAX_CHILD_DEPTH))
+    await store.transact(deep, lambda s: engine.start(s, EngineEnv()))
+    (start,) = [j for j in await _jobs(redis, keys) if j["kind"] == "child_start"]
+    assert await _run(ctx, start) == "refused"
+    snap = await store.load(deep)
+    assert snap.status == WorkflowStatus.FAILED and "nest at most 10 deep" in (snap.steps["kid"].error or "")
