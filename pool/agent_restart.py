@@ -16,12 +16,12 @@ passed in); :class:`AgentWatcher` looks at this service's agents every ``agent_w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from flowcore.aiotasks import cancel_and_wait
 from flowcore.errors import FlowError, NotFound
 
 if TYPE_CHECKING:
@@ -88,10 +88,7 @@ class AgentWatcher:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flowcore.aiotasks import cancel_and_wait
 from flowcore.errors import Conflict, FlowError, NotFound
 from flowcore.keyspace import Keyspace
 from flowcore.pool_api import ErrorKind, KeptContainer, TaskRequest, TaskResult
@@ -81,10 +82,7 @@ class Keeper:
         self._loop_task = asyncio.create_task(self._sweep_loop())
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancel_and_wait(self._loop_task)
 
     async def _sweep_loop(self) -> None:
         while True:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flowcore.aiotasks import cancel_and_wait
 from flowcore.errors import FlowError, NotFound
 from flowcore.models import PoolOptions
 from flowcore.settings import PoolSettings
@@ -75,10 +76,7 @@ class PoolManager:
         self._loop_task = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancel_and_wait(self._loop_task)
         keep = self.settings.keep_containers_on_shutdown
         for pool in list(self.pools.values()):
             await pool.close(keep_idle=keep)

@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flowcore.aiotasks import cancel_and_wait
 from flowcore.keyspace import Keyspace
 from flowcore.poolsigning import sign
 from flowcore.settings import PoolSettings
@@ -67,10 +68,7 @@ class Registrar:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(RedisError):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self._keys.pool_services, self._settings.service_id)

@@ -10,13 +10,13 @@ only spaces the polls of a busy worker. Jobs stay thin: they hand over to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from arq.worker import func
 
 from flowcore import pooltoken, redisconn
+from flowcore.aiotasks import cancel_and_wait
 from flowcore.keyspace import Keyspace
 from flowcore.secretstore import SecretCipher, SecretStore, resolve_key
 from flowcore.settings import WorkerSettings
@@ -83,11 +83,7 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # Idempotent: the entrypoint calls it again when arq's own close failed half-way.
         for name in ("reaper", "flow_sweeper"):
-            reaper = ctx.pop(name, None)
-            if reaper is not None:
-                reaper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reaper
+            await cancel_and_wait(ctx.pop(name, None))
         pool = ctx.pop("pool_client", None)
         if pool is not None:
             await pool.aclose()

@@ -13,7 +13,6 @@ under a lease from the commit on, so a worker that dies running it is taken over
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
 from flowcore import engine, secretrefs
+from flowcore.aiotasks import cancel_and_wait
 from flowcore.engine import EngineEnv, Plan
 from flowcore.errors import NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace, lease_member, task_field
@@ -167,9 +167,7 @@ class TaskRunner:
 
     @staticmethod
     async def _stop(task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def _commit(
         self, wf_id: str, fn: Callable[[Snapshot, EngineEnv], Plan], task: tuple[str, int]

@@ -8,8 +8,14 @@ docs/security.md). A test that passes ``allowed_hosts`` itself (the Host tests) 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from redis.asyncio import Redis
+
+from flowcore.settings import GatewaySettings
+from tests.gateway_client import gateway_client
 
 TEST_HOSTS = ["gw", "gw.test", "localhost", "127.0.0.1", "[::1]"]
 
@@ -17,3 +23,20 @@ TEST_HOSTS = ["gw", "gw.test", "localhost", "127.0.0.1", "[::1]"]
 @pytest.fixture(autouse=True)
 def _test_gateway_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOW_ALLOWED_HOSTS", json.dumps(TEST_HOSTS))
+
+
+@pytest.fixture
+async def conn(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of the session's Redis (flushed before the test); a module may define its own."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def api(conn: Redis, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in-process on that Redis, with the default admin token; its pool service is a closed
+    port (forwarded routes answer 503). A module may define its own."""
+    settings = GatewaySettings(redis={"url": redis_url}, pool={"url": "http://127.0.0.1:9"})
+    async with gateway_client(settings, conn) as client:
+        yield client

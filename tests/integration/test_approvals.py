@@ -5,7 +5,6 @@ bad decisions (unknown step 404, not waiting or twice 409, oversize comment 422)
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,13 +25,6 @@ from tests.integration.test_gateway_scopes import (
 
 APPROVER = "approver-token-0123456789abcdef0"
 STEP = {"id": "build", "image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
-
-
-@pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    c = Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

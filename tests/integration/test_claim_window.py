@@ -11,7 +11,7 @@ seconds, exactly once, and leave no job behind that workers would keep polling.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +24,6 @@ from flowcore.store import WorkflowStore, task_job_id
 from tests.integration.faults import Services, python_step, submit, task_events, wait_finished
 
 ARQ_MARKER_MS = (8 * 86400 + 10) * 1000  # what arq's start_jobs sets for run_task (JOB_TIMEOUT_S + 10 s)
-
-
-@pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

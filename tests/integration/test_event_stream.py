@@ -35,13 +35,6 @@ Serve = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 @pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def serve(conn: Redis, redis_url: str) -> AsyncIterator[Serve]:
     """Start the gateway under uvicorn on a free loopback port; returns an HTTP client for it."""
     started: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []

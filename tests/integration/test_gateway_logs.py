@@ -30,13 +30,6 @@ DEFINITION = {
 
 
 @pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def api(redis_url: str, conn: Redis) -> AsyncIterator[httpx.AsyncClient]:
     async with gateway_client(GatewaySettings(redis={"url": redis_url}), conn) as client:
         yield client

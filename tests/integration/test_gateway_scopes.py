@@ -73,13 +73,6 @@ def client(app: Any, *, peer: str = "127.0.0.1", host: str = "localhost", **kw: 
 
 
 @pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    c = Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
 def prefix() -> str:
     return f"sc{uuid.uuid4().hex[:8]}"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,9 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from flowcore.keyspace import Keyspace
-from flowcore.settings import GatewaySettings
 from gateway.routes import metrics as metrics_routes
-from tests.gateway_client import gateway_client
 from tests.integration.driver import Worker, failed, ok
 from tests.unit.test_exposition import check_exposition
 
@@ -25,19 +22,7 @@ STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "pr
 KEYS = Keyspace()
 
 
-@pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def api(conn: Redis, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    # The configured pool service is a closed port: /metrics must report it down, not fail.
-    settings = GatewaySettings(redis={"url": redis_url}, pool={"url": "http://127.0.0.1:9"})
-    async with gateway_client(settings, conn) as client:
-        yield client
+# `conn` and `api` (pool service on a closed port: /metrics must report it down) come from conftest.
 
 
 async def create(api: httpx.AsyncClient, name: str, steps: list[dict[str, Any]], start: bool = True) -> str:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,20 +23,6 @@ from tests.integration.driver import Worker, failed, ok
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
 KEYS = Keyspace()
 DAY_S = 86400.0
-
-
-@pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def api(conn: Redis, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = GatewaySettings(redis={"url": redis_url}, pool={"url": "http://127.0.0.1:9"})
-    async with gateway_client(settings, conn) as client:
-        yield client
 
 
 async def create(api: httpx.AsyncClient, name: str, start: bool = True, labels: dict[str, str] | None = None) -> str:

@@ -20,13 +20,6 @@ VALUE = "postgres://app:correct-horse-battery@db/app"
 
 
 @pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    c = Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
 async def app(conn: Redis, redis_url: str) -> AsyncIterator[Any]:
     async with serve(settings_for(redis_url, "sec", secrets_key=SecretStr(KEY)), conn) as a:
         yield a

@@ -27,13 +27,6 @@ def settings(redis_url: str, **policy: Any) -> GatewaySettings:
 
 
 @pytest.fixture
-async def conn(redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
 async def api(redis_url: str, conn: Redis) -> AsyncIterator[httpx.AsyncClient]:
     async with gateway_client(settings(redis_url, allowed_networks=["none", "etl"]), conn) as client:
         yield client
