@@ -161,14 +161,17 @@ class AgentService:
             status = _status(state)
             if not state.running and record.next_restart_at_s is not None and record.desired == "running":
                 status = "restarting"  # its restart policy starts it again after the backoff
-        if status != record.status:
-            # Read anew: the restart watcher may have written the record meanwhile.
-            with contextlib.suppress(NotFound):
-                record = await self._load(record.id)  # its reason and restart fields as the watcher left them
-            record.status = status
-            if status == "lost":
-                record.reason = "its container is gone (removed outside Agentainer Flow)"
-            await self._save(record)
+        if status == record.status:
+            return record
+        if status != "lost":
+            # What the engine says now, not stored: the restart watcher owns the stored record (its
+            # restart count and reason), and writing a copy read earlier here would undo its updates.
+            return record.model_copy(update={"status": status})
+        with contextlib.suppress(NotFound):
+            record = await self._load(record.id)
+        record.status = status
+        record.reason = "its container is gone (removed outside Agentainer Flow)"
+        await self._save(record)
         return record
 
     @property
