@@ -1,8 +1,9 @@
 """Event -> resumed step latency of a waiting run (ADR 012): ``python -m bench.waits [--n 30]``.
 
 Against a running stack (gateway, worker, pool): ``--n`` workflows each park on a ``wait_for_event``
-step (no container, no worker held) followed by a one-line command step. Once all of them wait, the
-bench publishes one event per run, one after another, and reads from the records, per run:
+step (no container, no worker held) followed by a one-line command step (warm pool: scope image).
+Once all of them wait, the bench publishes one event per run, one after another, and reads from the
+records, per run:
 
 - *event -> wait ended*: from just before ``POST /v1/events`` to the wait step's ``finished_at`` (the
   worker's commit of the delivery job: publish transaction, arq job, wake-up, engine commit);
@@ -66,7 +67,9 @@ def measure(url: str, token: str, n: int) -> dict[str, list[float]]:
             definition = {"name": "bench-waits", "input": {"run": i}, "steps": [
                 {"id": "wait", "type": "wait_for_event", "event_type": kind, "filter": {"run": {"$path": "input.run"}},
                  "timeout": "10m"},
-                {"id": "next", "image": IMAGE, "command": ["true"], "depends_on": ["wait"]},
+                # Warm, as the other benches' steps: this measures the resume, not a container start.
+                {"id": "next", "image": IMAGE, "command": ["true"], "depends_on": ["wait"],
+                 "pool": {"scope": "image"}},
             ]}
             r = client.post("/v1/workflows", params={"start": "true"}, json=definition)
             r.raise_for_status()
