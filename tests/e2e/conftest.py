@@ -24,6 +24,8 @@ import httpx
 import pytest
 import redis
 
+from tests.e2e.chromium import Browser, Page, find_chromium
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "default-token"
 
@@ -190,3 +192,26 @@ def stack(docker_host: str, base_image: str, tmp_path_factory: pytest.TempPathFa
         if leftover:
             subprocess.run(["docker", "rm", "-f", *leftover], env={**os.environ, "DOCKER_HOST": docker_host})
             pytest.fail(f"the pool service left {len(leftover)} containers behind: {leftover}")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Headless Chromium for a module's browser tests (a missing Chromium fails them, never skips)."""
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail("chromium is not installed: run `make bootstrap` (it installs Debian's chromium)")
+    chromium = Browser(binary, tmp_path_factory.mktemp("chromium")).start()
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A tab of that browser, closed after the test (tests/e2e/test_dashboard.py keeps a screenshot too)."""
+    tab = browser.new_page()
+    try:
+        yield tab
+    finally:
+        tab.close()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.chromium import Browser, Page, find_chromium
+from tests.e2e.chromium import Browser, Page
 from tests.e2e.conftest import REPO, Stack
 from tests.e2e.flowhttp import FINISHED, IMAGE, brief, py, step, submit, wait
 
@@ -62,18 +62,6 @@ def gated_step(stack: Stack, step_id: str, **extra: Any) -> dict[str, Any]:
         "env": {"GATEWAY_URL": stack.url, "API_TOKEN": stack.token, "MODE": "demo"},
         **extra,
     }
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail("chromium is not installed: run `make bootstrap` (it installs Debian's chromium)")
-    chromium = Browser(binary, tmp_path_factory.mktemp("chromium")).start()
-    try:
-        yield chromium
-    finally:
-        chromium.close()
 
 
 @pytest.fixture

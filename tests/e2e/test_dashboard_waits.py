@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.chromium import Page
 from tests.e2e.conftest import Stack
 from tests.e2e.flowhttp import brief, submit, wait
-from tests.e2e.test_dashboard import ARTIFACTS, browser, client, log_in, page, wait_step  # noqa: F401 - fixtures
+from tests.e2e.test_dashboard import ARTIFACTS, client, log_in, page, wait_step  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(300)
 

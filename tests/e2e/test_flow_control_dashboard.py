@@ -4,37 +4,14 @@ workflow's page, next to the ``queued`` status."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from tests.e2e.chromium import Browser, Page, find_chromium
+from tests.e2e.chromium import Page
 from tests.e2e.conftest import REPO, Stack
 from tests.e2e.flowhttp import step
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail("chromium is not installed: run `make bootstrap` (it installs Debian's chromium)")
-    chromium = Browser(binary, tmp_path_factory.mktemp("chromium-fc")).start()
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    tab = browser.new_page()
-    try:
-        yield tab
-    finally:
-        tab.close()
 
 
 def test_a_queued_run_shows_its_reason_badge(page: Page, stack: Stack) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import yaml
 
 from agentainer_flow import KeptContainer, WorkflowClient
 from agentainer_flow.cli import main
-from tests.e2e.chromium import Browser, find_chromium
+from tests.e2e.chromium import Browser
 from tests.e2e.conftest import Stack
 from tests.e2e.flowhttp import brief, submit, wait
 from tests.e2e.test_dashboard import ARTIFACTS, log_in
@@ -91,18 +90,6 @@ def test_removing_a_kept_container_needs_admin(stack: Stack) -> None:
     with httpx.Client(base_url=stack.url, headers=stack.headers(), timeout=60) as http:
         assert http.delete("/v1/kept/" + "0" * 64).status_code == 404  # admin reaches the pool: unknown id
         assert http.get("/v1/kept", headers={"Authorization": "Bearer nope"}).status_code == 401
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail("chromium is not installed: run `make bootstrap` (it installs Debian's chromium)")
-    chromium = Browser(binary, tmp_path_factory.mktemp("chromium")).start()
-    try:
-        yield chromium
-    finally:
-        chromium.close()
 
 
 def test_the_workflow_page_lists_its_kept_containers(browser: Browser, stack: Stack) -> None:
