@@ -100,12 +100,13 @@ def _enqueue(keys: Keyspace, job_id: str, function: str, kwargs: dict[str, Any],
 
 
 def task_head_start_ms(snap: Snapshot) -> int:
-    """Priority of queued tasks (ADR 013): a ready task of a run with priority ``p`` enters the queue
-    as if enqueued ``p`` seconds earlier (later for a negative ``p``), so workers, which take the
-    lowest score first, take it ahead of the tasks of lower priorities queued in that time. The order
-    is the queue's own (a sorted set: O(log n) per job) and a low priority waits at most 200 s longer."""
+    """Priority of queued tasks (ADR 013): a ready task of a run with priority ``p > 0`` enters the queue
+    as if enqueued ``p`` seconds earlier, so workers, which take the lowest score first, take it ahead
+    of the tasks of lower priorities queued in that time. The order is the queue's own (a sorted set:
+    O(log n) per job). A negative priority orders waiting starts only: moving its tasks later would
+    make them wait on an idle machine (the queue would hold them as deferred jobs)."""
     priority = (snap.flow or {}).get("priority", snap.definition.config.priority)
-    return int(priority) * PRIORITY_STEP_MS if isinstance(priority, int) else 0
+    return max(int(priority), 0) * PRIORITY_STEP_MS if isinstance(priority, int) else 0
 
 
 def plan_commands(keys: Keyspace, plan: Plan) -> list[Command]:

@@ -272,3 +272,18 @@ def test_debounce_keys_and_bad_debounce() -> None:
                 {"period": 1, "key": "steps.x"}, {}):
         with pytest.raises(ValidationError):
             WorkflowDefinition.model_validate({"name": "w", "config": {"debounce": bad}})
+
+
+@pytest.mark.parametrize(("priority", "head_start_s"), [(0, 0), (3, 3), (100, 100), (-5, 0), (-100, 0)])
+def test_a_ready_tasks_head_start_in_the_queue(priority: int, head_start_s: int) -> None:
+    # Higher priorities jump ahead; a negative one is never scored into the future, where the queue
+    # would treat its task as deferred and an idle worker would leave it waiting.
+    from flowcore.commits import PRIORITY_STEP_MS, task_head_start_ms
+    from flowcore.models import WorkflowDefinition, WorkflowStatus
+    from flowcore.records import Snapshot
+
+    definition = WorkflowDefinition.model_validate(
+        {"name": "p", "config": {"priority": priority}, "steps": [{"id": "a", "image": "i", "command": "true"}]}
+    )
+    snap = Snapshot(wf_id="wf-1", definition=definition, status=WorkflowStatus.RUNNING, input=None, created_at=0.0)
+    assert task_head_start_ms(snap) == head_start_s * PRIORITY_STEP_MS
