@@ -263,6 +263,10 @@ async def test_ready_tasks_of_a_higher_priority_run_are_taken_first(stores: list
         })
         ids[name] = await a.create(defn)
         await a.transact(ids[name], lambda snap: engine.start(snap, EngineEnv()))
-    queue = [m.decode() for m in await a.redis.zrange(keys.queue, 0, -1)]
-    order = [next(n for n, wf in ids.items() if wf in job) for job in queue]
-    assert order == ["high", "normal", "low"]
+    now_ms = time.time() * 1000
+    queued = [(m.decode(), score) for m, score in await a.redis.zrange(keys.queue, 0, -1, withscores=True)]
+    order = [next(n for n, wf in ids.items() if wf in job) for job, _ in queued]
+    # High first; a negative priority orders waiting starts only, so its task keeps its arrival order
+    # and is never scored into the future (the queue would hold it as a deferred job).
+    assert order == ["high", "low", "normal"]
+    assert all(score <= now_ms for _, score in queued)
