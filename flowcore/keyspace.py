@@ -52,6 +52,9 @@ Durable waits (ADR 012)
                                        wait_for_event step waiting for events of one type
     ``{p}:evlog:{type}``        stream the last 1,000 events of one type (``data``: id, payload, ts), read by a
                                        wait that begins after its event was published
+    ``{p}:evtypes:watched``     zset   event type -> until when (ms) a workflow may wait for it (set at the
+                                       creation of a workflow with such a wait, refreshed when a wait
+                                       begins); only these types are logged
 
 Flow control of starts (ADR 013, :mod:`flowcore.admission_store`)
     ``{p}:fc:run:{wf}``         string JSON of a flow-controlled run's slots and priority (until it finishes)
@@ -134,6 +137,11 @@ class Keyspace:
 
     def event_log(self, event_type: str) -> str:
         return f"{self.prefix}:evlog:{event_type}"
+
+    @property
+    def watched_event_types(self) -> str:
+        """zset: event type -> until when (ms) some workflow may wait for it; only those types are logged."""
+        return f"{self.prefix}:evtypes:watched"  # not under evlog: an event type may be called "watched"
 
     def workflow_keys(self, wf_id: str) -> list[str]:
         """Every key that belongs to one workflow (for delete)."""

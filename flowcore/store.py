@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from flowcore import waitrules
 from flowcore.commits import (
     COMMIT_SCRIPT,
     EVENTS_MAXLEN,
@@ -129,6 +130,10 @@ class WorkflowStore:
             record["flow"] = json.dumps(flow)
         score = int(now * 1000)
         pipe.hset(self.keys.workflow(wf_id), mapping=record)
+        watched = waitrules.watched_types(definition.steps)
+        if watched:  # its waits count events from now on: log their types (flowcore.waitstore.publish)
+            until_ms = int((now + waitrules.EVENT_LOG_AGE_S) * 1000)
+            pipe.zadd(self.keys.watched_event_types, dict.fromkeys(watched, until_ms), gt=True)
         pipe.zadd(self.keys.all_workflows, {wf_id: score})
         pipe.zadd(self.keys.by_status(status.value), {wf_id: score})
         event = {"type": "workflow", "workflow_id": wf_id, "status": status.value, "ts": now}

@@ -16,6 +16,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 
 from flowcore.keyspace import Keyspace
 from flowcore.plan import Plan, WaitJob
+from flowcore.waitrules import EVENT_LOG_AGE_S
 
 WAIT_JOB = "wait_wake"  # the worker function every wait job runs (workers.waits)
 
@@ -51,6 +52,9 @@ def wait_commands(keys: Keyspace, plan: Plan, now_ms: int, enqueue: Enqueue) -> 
         cmds.append(("HDEL", keys.waiters(event_type), member))
     for member, (event_type, value) in plan.waiters_add.items():
         cmds.append(("HSET", keys.waiters(event_type), member, value))
+        # A wait that began keeps its type logged for as long as it may wait (a long-lived workflow).
+        until_ms = now_ms + int(EVENT_LOG_AGE_S * 1000)
+        cmds.append(("ZADD", keys.watched_event_types, "GT", until_ms, event_type))
     for job_id in plan.wait_drop_jobs:
         cmds.append(("DEL", job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id))
         cmds.append(("ZREM", keys.queue, job_id))

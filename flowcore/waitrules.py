@@ -24,6 +24,14 @@ EVENT_LOG_AGE_S = 7 * 86400.0
 # of a type stays under EVENT_LOG_MAX * EVENT_LOG_ENTRY_MAX_BYTES (64 MiB).
 EVENT_LOG_ENTRY_MAX_BYTES = 64 * 1024
 
+
+
+def watched_types(steps: Any) -> set[str]:
+    """The event types the ``wait_for_event`` steps of a definition wait for. Only those types are
+    logged (for as long as a workflow may still wait, ``EVENT_LOG_AGE_S`` past its creation or its
+    wait's registration): publishing other types stores nothing, so their number cannot fill Redis."""
+    return {step.event_type for step in steps if getattr(step, "type", None) == "wait_for_event"}
+
 Decision = Literal["approve", "reject"]
 
 

@@ -54,21 +54,24 @@ async def publish(redis: Redis, keys: Keyspace, event_type: str, event_id: str, 
         async with redis.pipeline(transaction=True) as pipe:
             for _ in range(MAX_RETRIES):
                 try:
-                    await pipe.watch(waiters_key)
+                    await pipe.watch(waiters_key, keys.watched_event_types)
                     waiters = await pipe.hgetall(waiters_key)
+                    until = await pipe.zscore(keys.watched_event_types, event_type)
+                    watched = until is not None and until >= now_ms  # a workflow may wait for this type
                     matched: list[tuple[str, str, str]] = []
                     for member, value in waiters.items():
                         entry = json.loads(_s(value))
                         if waitrules.first_match(entry.get("filter") or {}, float(entry.get("since", 0)), [event]):
                             matched.append(parse_waiter_member(_s(member)))
                     pipe.multi()
-                    if len(raw) <= waitrules.EVENT_LOG_ENTRY_MAX_BYTES:  # bounded: see EVENT_LOG_ENTRY_MAX_BYTES
+                    if watched and len(raw) <= waitrules.EVENT_LOG_ENTRY_MAX_BYTES:  # bounded: EVENT_LOG_*
                         pipe.xadd(log_key, {"data": raw}, maxlen=waitrules.EVENT_LOG_MAX, approximate=True)
                         pipe.expire(log_key, int(waitrules.EVENT_LOG_AGE_S))
                     for wf_id, step_id, token in matched:
                         job = WaitJob("event", wf_id, step_id, token, data=event)
                         for cmd in _enqueue(keys, f"{job.job_id}:{event_id}", WAIT_JOB, job_kwargs(job), now_ms, now_ms):
                             pipe.execute_command(*cmd)
+                    pipe.zremrangebyscore(keys.watched_event_types, "-inf", f"({now_ms}")  # types no wait needs
                     if matched:
                         pipe.lpush(keys.wake, *(["1"] * min(len(matched), WAKE_MAX)))
                         pipe.ltrim(keys.wake, 0, WAKE_MAX - 1)

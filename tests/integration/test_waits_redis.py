@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,6 +123,10 @@ async def test_a_wait_that_begins_after_its_event_finds_it_in_the_log(
 
 
 async def test_the_event_log_is_bounded(redis: Redis, keys: Keyspace) -> None:
+    # A pending workflow waiting for both types makes them logged (from its creation on).
+    await WorkflowStore(redis, keys).create(WorkflowDefinition.model_validate({"name": "w", "steps": [
+        {"id": "a", "type": "wait_for_event", "event_type": "big"},
+        {"id": "b", "type": "wait_for_event", "event_type": "many"}]}))
     big = {"order": "x", "blob": "y" * waitrules.EVENT_LOG_ENTRY_MAX_BYTES}
     await waitstore.publish(redis, keys, "big", "e-big", big)
     assert await redis.exists(keys.event_log("big")) == 0  # too large to keep for later waits
@@ -129,6 +134,23 @@ async def test_the_event_log_is_bounded(redis: Redis, keys: Keyspace) -> None:
         await waitstore.publish(redis, keys, "many", f"e{i}", {"i": i})
     assert await redis.xlen(keys.event_log("many")) < waitrules.EVENT_LOG_MAX + 300
     assert 0 < await redis.ttl(keys.event_log("many")) <= waitrules.EVENT_LOG_AGE_S
+
+
+async def test_only_types_some_workflow_may_wait_for_are_logged(redis: Redis, keys: Keyspace) -> None:
+    """Every published event used to be logged under its type: a sender could fill Redis with as many
+    types as it liked. Now only a type that a workflow created in the last 7 days waits for is kept."""
+    for i in range(50):
+        await waitstore.publish(redis, keys, f"noise-{i}", f"e{i}", {"i": i})
+    assert [k async for k in redis.scan_iter(match=keys.event_log("noise-*"))] == []
+    await WorkflowStore(redis, keys).create(WorkflowDefinition.model_validate({"name": "w", "steps": [
+        {"id": "a", "type": "wait_for_event", "event_type": "noise-7"}]}))
+    await waitstore.publish(redis, keys, "noise-7", "again", {"i": 7})
+    assert await redis.xlen(keys.event_log("noise-7")) == 1
+    # Past the window nothing waits any more: the type is forgotten and no longer logged.
+    later = time.time() + waitrules.EVENT_LOG_AGE_S + 60
+    await waitstore.publish(redis, keys, "noise-7", "late", {"i": 7}, now=later)
+    assert await redis.xlen(keys.event_log("noise-7")) == 1
+    assert await redis.zscore(keys.watched_event_types, "noise-7") is None
 
 
 async def test_a_timer_after_cancel_changes_nothing_and_cancel_removes_the_waiter(
