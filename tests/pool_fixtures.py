@@ -9,13 +9,15 @@ whatever still carries the label.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -150,3 +152,17 @@ async def client(pool_settings: PoolSettings) -> AsyncIterator[httpx.AsyncClient
         httpx.AsyncClient(transport=transport, base_url="http://pool", headers=pool_headers(pool_settings)) as c,
     ):
         yield c
+
+
+async def eventually(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
+    """The first truthy value of ``predicate()`` (awaited when it returns a coroutine), polled every 0.1 s;
+    AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

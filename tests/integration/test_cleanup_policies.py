@@ -5,11 +5,9 @@ expiry, caps, restart, workflow deletion, copy-out with its attacks, bad inputs.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import tarfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +23,7 @@ from pool.errors import CopyTooLarge
 from pool.services import PoolServices
 from tests.pool_fixtures import (  # noqa: F401
     docker_cli,
+    eventually,
     make_task,
     nopython_image,
     pool_headers,
@@ -68,17 +67,6 @@ def _members(data: bytes) -> dict[str, bytes | None]:
 def _gone(docker_host: str, container_id: str | None) -> Any:
     return lambda: _inspect(docker_host, container_id or "") is None
 
-
-async def eventually(predicate, timeout_s: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,21 +27,12 @@ from flowcore.settings import PoolSettings
 from pool.services import PoolServices
 from tests.pool_fixtures import (  # noqa: F401
     client,
+    eventually,
     make_task,
     pool_settings,
     service_containers,
     work_dir,
 )
-
-
-async def eventually(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextlib.asynccontextmanager

@@ -6,13 +6,13 @@ adoption after a restart, and no leaked containers."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from flowcore.pool_api import DispatchMode, ErrorKind
 from flowcore.settings import PoolSettings
 from pool.services import PoolServices
 from tests.pool_fixtures import (  # noqa: F401
     docker_cli,
+    eventually,
     make_task,
     nopython_image,
     pool,
@@ -20,18 +20,6 @@ from tests.pool_fixtures import (  # noqa: F401
     service_containers,
     work_dir,
 )
-
-
-async def eventually(predicate, timeout_s: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_exec_fallback_on_an_image_without_python(pool: PoolServices, nopython_image: str) -> None:
