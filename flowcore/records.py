@@ -120,6 +120,10 @@ class Origin(_Record):
 
 
 @dataclass
+    root_id: str | None = Field(
+        None, description="A retry: the workflow its definition goes back to (the first run of a chain of "
+        "retries, or the template that run was fired from); a secret limited to it is usable (ADR 016)."
+    )
 class Snapshot:
     """Everything the engine reads to decide one transition; a consistent read of one workflow."""
 

@@ -65,6 +65,11 @@ def check_steps(steps: Sequence[HasEnv]) -> None:
         check_env(step.env, f"steps[{index}].")
 
 
+def step_references(steps: Sequence[HasEnv]) -> set[str]:
+    """The names of the secrets any of ``steps`` refers to."""
+    return {name for step in steps for name in references(step.env)}
+
+
 def substitute(env: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
     """``env`` with every reference replaced by its value; KeyError naming a secret ``values`` lacks."""
 

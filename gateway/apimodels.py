@@ -160,12 +160,13 @@ class RetryAnswer(BaseModel):
 
 
 class Secret(BaseModel):
-    """A stored secret's name and times; no answer ever carries its value."""
+    """A stored secret's name, scope and times; no answer ever carries its value."""
 
     model_config = Open
     name: str
     created_at: str | None
     updated_at: str | None
+    workflows: list[str] | None = None
 
 
 class SecretList(BaseModel):

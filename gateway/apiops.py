@@ -153,7 +153,11 @@ SECRETS: tuple[Op, ...] = (
     Op("GET", "/v1/secrets/{name}", "One secret's name and times.", {200: json_of(m.Secret)}),
     Op("PUT", "/v1/secrets/{name}", "Store or replace a secret.", {200: json_of(m.Secret)},
        body=json_of({"type": "object", "required": ["value"], "additionalProperties": False,
-                     "properties": {"value": {"type": "string", "minLength": 4, "maxLength": 65536}}})),
+                     "properties": {"value": {"type": "string", "minLength": 4, "maxLength": 65536},
+                                    "workflows": {"type": "array", "minItems": 1, "maxItems": 100,
+                                                  "items": {"type": "string"},
+                                                  "description": "Workflows or templates that may use it "
+                                                                 "(left out: every workflow)."}}})),
     Op("DELETE", "/v1/secrets/{name}", "Delete a secret.", DELETED),
 )
 

@@ -28,7 +28,7 @@ from flowcore.keyspace import Keyspace, lease_member, task_field
 from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.records import Snapshot
 from flowcore.secretrefs import Redactor, redact_result
-from flowcore.secretstore import SecretStore, SecretUnavailable
+from flowcore.secretstore import SecretStore, SecretUnavailable, run_ids
 from flowcore.store import WorkflowStore, task_job_id
 from flowcore.tracing_spans import StepAttempt
 from workers.pool_client import PoolClient
@@ -119,7 +119,7 @@ class TaskRunner:
         redactor = Redactor(())
         try:
             base_url = await self.router.choose(request)
-            sent, redactor = await self._with_secrets(request)
+            sent, redactor = await self._with_secrets(request, plan.snap)
             with attempt.calling():
                 result = await self._execute(base_url, sent, lease_lost)
             if result.error is not None and result.error.kind == ErrorKind.POOL_UNAVAILABLE:
@@ -154,14 +154,15 @@ class TaskRunner:
             attempt.finish(result)
         return committed, "ok" if result.ok else "failed"
 
-    async def _with_secrets(self, request: TaskRequest) -> tuple[TaskRequest, Redactor]:
-        """The request with the secrets its env refers to filled in (and listed for masking)."""
+    async def _with_secrets(self, request: TaskRequest, snap: Snapshot) -> tuple[TaskRequest, Redactor]:
+        """The request with the secrets its env refers to filled in (and listed for masking), if the
+        run may use them (a secret limited to some workflows: flowcore.secretstore)."""
         names = secretrefs.references(request.env)
         if not names:
             return request, Redactor(())
         if self.secrets is None:
             raise SecretUnavailable("this worker cannot read secrets: it has no secrets store")
-        values = await self.secrets.values(names)
+        values = await self.secrets.values(names, run_ids(snap.wf_id, snap.origin))
         env = secretrefs.substitute(request.env, values)
         return request.model_copy(update={"env": env, "redact": sorted(values.values())}), Redactor(values.values())
 

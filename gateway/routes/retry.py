@@ -32,7 +32,8 @@ async def retry_workflow(request: Request) -> Response:
         )
     check_definition(old.definition, policy_of(request))  # the operator may have tightened the policy since
     definition = old.definition.model_copy(update={"input": old.input})
-    origin = Origin(kind="retry", template_id=wf_id, fired_at=time.time())
+    root = old.origin.root_id or (old.origin.template_id if old.origin.kind != "retry" else None) or wf_id
+    origin = Origin(kind="retry", template_id=wf_id, root_id=root, fired_at=time.time())
     snap = await submit(store, definition, start=True, origin=origin)
     return JSONResponse(
         {"workflow_id": snap.wf_id, "retry_of": wf_id, "status": snap.status.value},

@@ -1,6 +1,8 @@
 """``/v1/secrets``: named secrets that steps refer to from their env (``${{ secrets.NAME }}``).
 
-Write-only: ``PUT`` stores (or replaces) a value, ``DELETE`` removes it, ``GET`` lists names and times.
+Write-only: ``PUT`` stores (or replaces) a value and its scope (``workflows``: the workflows or templates
+that may use it; left out, every workflow may), ``DELETE`` removes it, ``GET`` lists names, scopes and
+times.
 No route returns a value. Storing and deleting need the admin scope, listing needs read (scopes:
 docs/adr/011). Values are sealed at rest (:mod:`flowcore.secretstore`) and masked wherever a step
 could echo them (:mod:`flowcore.secretrefs`).
@@ -21,7 +23,8 @@ from gateway.views import iso
 
 
 def _view(meta: dict[str, Any]) -> dict[str, Any]:
-    return {"name": meta["name"], "created_at": iso(meta["created_at"]), "updated_at": iso(meta["updated_at"])}
+    return {"name": meta["name"], "created_at": iso(meta["created_at"]), "updated_at": iso(meta["updated_at"]),
+            "workflows": meta.get("workflows")}
 
 
 def _store(request: Request) -> SecretStore:
@@ -30,11 +33,13 @@ def _store(request: Request) -> SecretStore:
 
 
 async def put_secret(request: Request) -> Response:
-    """Store ``{"value": "..."}`` under the name; 200 with the name and times (never the value)."""
+    """Store ``{"value": "...", "workflows": [...]}`` under the name; 200 with the name, scope and times
+    (never the value)."""
     body = await read_document(request)
-    if not isinstance(body, dict) or set(body) != {"value"}:
-        raise InvalidInput('the body must be {"value": "<the secret>"}', field="value")
-    meta = await _store(request).put(request.path_params["name"], body["value"])
+    if not isinstance(body, dict) or "value" not in body or not set(body) <= {"value", "workflows"}:
+        raise InvalidInput('the body must be {"value": "<the secret>"} (and optionally "workflows": [ids])',
+                           field="value")
+    meta = await _store(request).put(request.path_params["name"], body["value"], workflows=body.get("workflows"))
     return JSONResponse(_view(meta))
 
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import dag, engine, flowcontrol, waitstore
+from flowcore import dag, engine, flowcontrol, secretrefs, waitstore
 from flowcore.admission_store import FlowControl
 from flowcore.debounce_store import Debouncer
 from flowcore.engine import EngineEnv, Plan
@@ -18,6 +18,7 @@ from flowcore.errors import InvalidInput, NotFound
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.policy import check_definition
 from flowcore.records import Origin, Snapshot
+from flowcore.secretstore import SecretStore
 from flowcore.settings import TaskPolicySection
 from flowcore.store import WorkflowStore, new_workflow_id
 from flowcore.tracing import WorkflowRoot
@@ -98,6 +99,9 @@ async def create_workflow(request: Request) -> Response:
     await waitstore.check_templates(store_of(request), definition, policy_of(request))  # workflow steps (ADR 012)
     start = query_bool(request, "start")
     priority = query_priority(request)
+    if start:  # a new run is no listed workflow: a secret limited to some refuses it now, not in its task
+        secrets: SecretStore = request.app.state.secrets
+        await secrets.check_usable(secretrefs.step_references(definition.steps), (None,))
     snap = await submit(store_of(request), definition, start=start, priority=priority)
     return JSONResponse(workflow_view(snap), status_code=201, headers={"location": f"/v1/workflows/{snap.wf_id}"})
 

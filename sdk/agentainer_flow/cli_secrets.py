@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     secret = sub.add_parser("secret", help="stored secrets: set (value from stdin), list, rm")
     ssub = secret.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ssub.add_parser("set", help="store a secret; the value is read from stdin (or prompted)").add_argument("name")
+    setter = ssub.add_parser("set", help="store a secret; the value is read from stdin (or prompted)")
+    setter.add_argument("name")
+    setter.add_argument("--workflow", action="append", dest="workflows", metavar="ID",
+                        help="only runs of this workflow or template may use it (repeat for several)")
     ssub.add_parser("list", help="names and times (values are never shown)")
     ssub.add_parser("rm", help="delete a secret").add_argument("name")
 
@@ -34,8 +37,9 @@ async def secret(client: WorkflowClient, args: argparse.Namespace) -> int:
         value = _read_value()
         if not value:
             raise UsageError("no value on stdin")
-        info = await client.set_secret(args.name, value)
-        out(f"{info.name} set; refer to it as ${{{{ secrets.{info.name} }}}} in a step's env")
+        info = await client.set_secret(args.name, value, workflows=args.workflows)
+        scope = f" (usable by {', '.join(info.workflows)})" if info.workflows else ""
+        out(f"{info.name} set{scope}; refer to it as ${{{{ secrets.{info.name} }}}} in a step's env")
         return 0
     if args.action == "rm":
         await client.delete_secret(args.name)
@@ -45,6 +49,7 @@ async def secret(client: WorkflowClient, args: argparse.Namespace) -> int:
     if args.json:
         dump([i.model_dump(mode="json") for i in items])
         return 0
-    rows = [[i.name, str(i.created_at or "-")[:19], str(i.updated_at or "-")[:19]] for i in items]
-    out(table(rows, ["NAME", "CREATED", "UPDATED"]))
+    rows = [[i.name, ",".join(i.workflows) if i.workflows else "*", str(i.created_at or "-")[:19],
+             str(i.updated_at or "-")[:19]] for i in items]
+    out(table(rows, ["NAME", "WORKFLOWS", "CREATED", "UPDATED"]))
     return 0

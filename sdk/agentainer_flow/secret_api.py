@@ -16,9 +16,10 @@ from agentainer_flow.models import _Reader
 
 
 class SecretInfo(_Reader):
-    """A stored secret's name and times (the API never returns its value)."""
+    """A stored secret's name, scope and times (the API never returns its value)."""
 
     name: str
+    workflows: list[str] | None = None  # the workflows or templates that may use it; None: every workflow
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -34,9 +35,15 @@ def reference(name: str) -> str:
 
 
 class SecretsAPI(BaseClient):
-    async def set_secret(self, name: str, value: str) -> SecretInfo:
-        """Store (or replace) a secret; needs an admin token. Values shorter than 4 characters are refused."""
-        return SecretInfo.read(await self._request("PUT", f"/v1/secrets/{seg(name)}", json={"value": value}))
+    async def set_secret(self, name: str, value: str, *, workflows: list[str] | None = None) -> SecretInfo:
+        """Store (or replace) a secret; needs an admin token. Values shorter than 4 characters are refused.
+
+        ``workflows`` limits it to runs of those workflows or templates (their fires, child runs and
+        retries); left out, every workflow may use it. Setting it again replaces the scope too."""
+        body: dict[str, Any] = {"value": value}
+        if workflows is not None:
+            body["workflows"] = list(workflows)
+        return SecretInfo.read(await self._request("PUT", f"/v1/secrets/{seg(name)}", json=body))
 
     async def list_secrets(self) -> list[SecretInfo]:
         data = await self._request("GET", "/v1/secrets")

@@ -158,3 +158,37 @@ def test_only_env_is_substituted(client: httpx.Client, secret: tuple[str, str]) 
                   "steps": [step("s", "print(json.dumps(doc['input']))")]}
     result = wait(client, submit(client, definition))
     assert steps_by_id(result)["s"]["output"] == {"x": ref(name)}
+
+
+def test_a_secret_limited_to_a_template_reaches_its_runs_and_no_other(client: httpx.Client) -> None:
+    """The attack: a `write` token that may submit workflows refers to a secret an admin limited to one
+    template. Its own new run is refused at submission; a run started from another stored definition
+    fails its step without the value; the template's fires and their retries get the value."""
+    name, value = f"limited-{uuid.uuid4().hex[:8]}", f"sk-{uuid.uuid4().hex}"
+    reader = step("s", "import hashlib\nprint(json.dumps(hashlib.sha256(os.environ['K'].encode()).hexdigest()))",
+                  env={"K": ref(name)}, retry={"max_attempts": 2})
+    definition = {"name": "limited-secret", "steps": [reader]}
+    template = submit(client, definition, start=False)
+    other = submit(client, definition, start=False)  # the same code, but not the listed template
+    r = client.put(f"/v1/secrets/{name}", json={"value": value, "workflows": [template]})
+    assert r.status_code == 200 and r.json()["workflows"] == [template], r.text
+    try:
+        refused = client.post("/v1/workflows", params={"start": "true"}, json=definition)
+        assert refused.status_code == 403 and f"{name!r} is limited" in refused.json()["message"], refused.text
+        assert client.post(f"/v1/workflows/{other}/start").status_code in (200, 202)
+        failed = wait(client, other)
+        s = steps_by_id(failed)["s"]
+        assert failed["status"] == "failed" and s["attempts"] == 1, brief(failed)  # input_error: not retried
+        assert f"{name!r} is limited to some workflows" in (s["error"] or ""), brief(failed)
+        fired = client.post(f"/v1/workflows/{template}/trigger", json={})
+        assert fired.status_code == 201, fired.text
+        run = wait(client, fired.json()["workflow_id"])
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        assert run["status"] == "completed" and steps_by_id(run)["s"]["output"] == digest, brief(run)
+        retried = client.post(f"/v1/workflows/{run['id']}/retry")
+        assert retried.status_code == 201, retried.text
+        again = wait(client, retried.json()["workflow_id"])
+        assert again["status"] == "completed" and steps_by_id(again)["s"]["output"] == digest, brief(again)
+        assert again["origin"]["root_id"] == template
+    finally:
+        client.delete(f"/v1/secrets/{name}")

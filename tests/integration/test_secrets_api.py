@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from flowcore.keyspace import Keyspace
-from flowcore.secretstore import SecretCipher, SecretStore
+from flowcore.secretstore import SecretCipher, SecretStore, SecretUnavailable
 from tests.integration.test_gateway_scopes import ADMIN, READ, WRITE, bearer, client, serve, settings_for
 
 KEY = "test-secrets-key-0123456789abcdef-0123"
@@ -41,7 +41,7 @@ async def test_a_secret_is_written_never_read_and_sealed_at_rest(app: Any, conn:
     assert list(raw) == [b"db-url"] and VALUE.encode() not in raw[b"db-url"]
     # The worker's side: the same key opens it.
     store = SecretStore(conn, Keyspace("sec"), SecretCipher(KEY))
-    assert await store.values(["db-url"]) == {"db-url": VALUE + "2"}
+    assert await store.values(["db-url"], ("wf-any",)) == {"db-url": VALUE + "2"}
     async with client(app, headers=bearer(ADMIN)) as c:
         assert (await c.delete("/v1/secrets/db-url")).status_code == 204
         assert (await c.delete("/v1/secrets/db-url")).status_code == 404
@@ -57,7 +57,7 @@ async def test_only_admin_stores_or_deletes_a_read_token_lists_names(app: Any, c
             assert (await c.delete("/v1/secrets/s1")).status_code == 403
             assert (await c.get("/v1/secrets")).status_code == 200
     store = SecretStore(conn, Keyspace("sec"), SecretCipher(KEY))
-    assert await store.values(["s1"]) == {"s1": VALUE}
+    assert await store.values(["s1"], ("wf-any",)) == {"s1": VALUE}
 
 
 @pytest.mark.parametrize(
@@ -69,6 +69,11 @@ async def test_only_admin_stores_or_deletes_a_read_token_lists_names(app: Any, c
         ("/v1/secrets/s1", {"value": VALUE, "extra": 1}, 422, "value"),
         ("/v1/secrets/s1", ["not", "an", "object"], 422, "value"),
         ("/v1/secrets/a:b", {"value": VALUE}, 422, "name"),
+        ("/v1/secrets/s1", {"value": VALUE, "workflows": []}, 422, "workflows"),  # empty: say nothing instead
+        ("/v1/secrets/s1", {"value": VALUE, "workflows": "wf-1"}, 422, "workflows"),
+        ("/v1/secrets/s1", {"value": VALUE, "workflows": [1]}, 422, "workflows"),
+        ("/v1/secrets/s1", {"value": VALUE, "workflows": ["a:b"]}, 422, "workflows[0]"),
+        ("/v1/secrets/s1", {"value": VALUE, "workflows": [f"w{i}" for i in range(101)]}, 422, "workflows"),
         ("/v1/secrets/" + "n" * 129, {"value": VALUE}, 422, "name"),
     ],
 )
@@ -88,6 +93,29 @@ async def test_a_malformed_reference_in_a_definition_is_422_naming_the_env_key(a
         r = await c.post("/v1/workflows", json={"name": "w", "steps": [step]})
         assert r.status_code == 422 and r.json()["field"] == "steps[0].env.DB", r.text
         assert (await c.get("/v1/workflows")).json()["total"] == 0
+
+
+async def test_a_secret_limited_to_some_workflows(app: Any, conn: Redis) -> None:
+    """Its scope is stored and shown; only the listed runs (by id, template or retry root) get its value;
+    a start of a new workflow that refers to it is refused at once (403), storing nothing."""
+    async with client(app, headers=bearer(ADMIN)) as c:
+        r = await c.put("/v1/secrets/scoped", json={"value": VALUE, "workflows": ["tpl-b", "tpl-a", "tpl-a"]})
+        assert r.status_code == 200 and r.json()["workflows"] == ["tpl-a", "tpl-b"], r.text
+        assert (await c.get("/v1/secrets/scoped")).json()["workflows"] == ["tpl-a", "tpl-b"]
+        step = {"id": "a", "image": "agentainer-flow/python:3.11", "command": ["true"],
+                "env": {"DB": "${{ secrets.scoped }}"}}
+        started = await c.post("/v1/workflows?start=true", json={"name": "w", "steps": [step]})
+        assert started.status_code == 403 and started.json()["field"] == "env", started.text
+        assert "'scoped' is limited" in started.json()["message"]
+        assert (await c.get("/v1/workflows")).json()["total"] == 0
+        # A template may refer to it (it is not run): an admin lists it afterwards, by its new id.
+        assert (await c.post("/v1/workflows", json={"name": "t", "steps": [step]})).status_code == 201
+    store = SecretStore(conn, Keyspace("sec"), SecretCipher(KEY))
+    assert await store.values(["scoped"], ("run-1", "tpl-a", None)) == {"scoped": VALUE}  # fired from tpl-a
+    assert await store.values(["scoped"], ("tpl-b", None, None)) == {"scoped": VALUE}  # tpl-b itself
+    assert await store.values(["scoped"], ("run-3", "run-2", "tpl-b")) == {"scoped": VALUE}  # a retry's root
+    with pytest.raises(SecretUnavailable, match="'scoped' is limited to some workflows"):
+        await store.values(["scoped"], ("run-4", "tpl-c", None))
 
 
 async def test_a_public_gateway_without_a_key_serves_no_secrets(conn: Redis, redis_url: str) -> None:
@@ -115,12 +143,21 @@ async def test_sdk_and_cli(app: Any, conn: Redis, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("sys.stdin", io.StringIO("value-from-stdin\n"))
     args = build_parser().parse_args(["--url", "http://localhost", "--token", ADMIN, "secret", "set", "from-cli"])
     assert await _dispatch(args, transport) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("scoped-value"))
+    args = build_parser().parse_args(["--url", "http://localhost", "--token", ADMIN, "secret", "set", "for-two",
+                                      "--workflow", "wf-1", "--workflow", "wf-2"])
+    assert await _dispatch(args, transport) == 0
+    assert "usable by wf-1, wf-2" in capsys.readouterr().out
+    async with WorkflowClient("http://localhost", ADMIN, transport=transport) as sdk:
+        scoped = await sdk.set_secret("sdk-scoped", VALUE, workflows=["wf-9"])
+        assert scoped.workflows == ["wf-9"]
+        assert {s.name: s.workflows for s in await sdk.list_secrets()}["for-two"] == ["wf-1", "wf-2"]
     args = build_parser().parse_args(["--url", "http://localhost", "--token", ADMIN, "secret", "list"])
     assert await _dispatch(args, transport) == 0
     printed = capsys.readouterr().out
     assert "from-cli" in printed and "from-sdk" in printed and "value-from-stdin" not in printed
     store = SecretStore(conn, Keyspace("sec"), SecretCipher(KEY))
-    assert await store.values(["from-cli"]) == {"from-cli": "value-from-stdin"}  # the newline is not kept
+    assert await store.values(["from-cli"], ("wf-any",)) == {"from-cli": "value-from-stdin"}  # the newline is not kept
     args = build_parser().parse_args(["--url", "http://localhost", "--token", ADMIN, "secret", "rm", "from-cli"])
     assert await _dispatch(args, transport) == 0
     assert await conn.hexists(Keyspace("sec").secrets, "from-cli") == 0
