@@ -19,6 +19,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.jobs import serialize_job
 from redis.asyncio.client import Pipeline
 
+from flowcore import fairness
 from flowcore.engine import Plan
 from flowcore.keyspace import Keyspace, parse_lease_member
 from flowcore.logstream import LOG_STREAM_MAXLEN
@@ -153,8 +154,10 @@ def plan_commands(keys: Keyspace, plan: Plan) -> list[Command]:
         cmds.append(("DEL", job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id))
         cmds.append(("ZREM", k.queue, job_id))
     jobs = 0
-    for d in plan.dispatch:
-        score = int(d.run_at * 1000) if d.run_at else now_ms - task_head_start_ms(snap)
+    # Fair shares (ADR 018): a workflow with many tasks in flight queues its new ones behind others'.
+    ahead = fairness.ahead_of_each(fairness.in_flight(snap.steps.values()), len(plan.dispatch)) if plan.dispatch else []
+    for d, n_ahead in zip(plan.dispatch, ahead, strict=True):
+        score = int(d.run_at * 1000) if d.run_at else fairness.queue_score_ms(now_ms, task_head_start_ms(snap), n_ahead)
         job_kwargs: dict[str, Any] = {"workflow_id": wf_id, "step_id": d.step_id, "index": d.index, "token": d.token}
         if snap.trace:
             job_kwargs["traceparent"] = snap.trace  # the step span's parent (flowcore.tracing)

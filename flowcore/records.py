@@ -117,13 +117,13 @@ class Origin(_Record):
     parent_step: str | None = None
     parent_token: str | None = None
     depth: int = Field(0, description="How deep a child run nests (0: not a child).")
-
-
-@dataclass
     root_id: str | None = Field(
         None, description="A retry: the workflow its definition goes back to (the first run of a chain of "
         "retries, or the template that run was fired from); a secret limited to it is usable (ADR 016)."
     )
+
+
+@dataclass
 class Snapshot:
     """Everything the engine reads to decide one transition; a consistent read of one workflow."""
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
-from flowcore import engine, secretrefs
+from flowcore import engine, fairness, secretrefs
 from flowcore.aiotasks import cancel_and_wait
 from flowcore.engine import EngineEnv, Plan
 from flowcore.errors import NotFound, ServiceUnavailable
@@ -97,17 +97,23 @@ class TaskRunner:
         marker = in_progress_key_prefix + task_job_id(wf_id, step_id, index, token)
         outcome = "stale"
         task = (step_id, index, token)
+        ran = 0  # tasks this job ran; past fairness.RUN_NEXT_MAX the next successor queues (ADR 018)
         while True:
-            plan, outcome = await self._run_claimed(wf_id, *task, plan, traceparent, marker)
+            ran += 1
+            plan, outcome = await self._run_claimed(
+                wf_id, *task, plan, traceparent, marker, claim_next=ran < fairness.RUN_NEXT_MAX
+            )
             if plan is None or plan.claimed is None or plan.request is None:
                 return outcome
             task = (plan.claimed.step_id, plan.claimed.index, plan.claimed.token)
             traceparent = plan.snap.trace  # what its job would have carried
 
     async def _run_claimed(
-        self, wf_id: str, step_id: str, index: int, token: str, plan: Plan, traceparent: str | None, marker: str
+        self, wf_id: str, step_id: str, index: int, token: str, plan: Plan, traceparent: str | None, marker: str,
+        *, claim_next: bool = True,
     ) -> tuple[Plan | None, str]:
-        """Run a claimed task and commit its result, claiming a successor it makes ready if there is one."""
+        """Run a claimed task and commit its result, claiming a successor it makes ready if there is one
+        (unless ``claim_next`` is false: then every successor goes through the queue)."""
         assert plan.request is not None
         request = plan.request
         attempt = StepAttempt(plan.snap, request, traceparent)  # the span of this attempt
@@ -146,7 +152,7 @@ class TaskRunner:
             # worker's commit, not a takeover, usually wins.
             committed = await self._commit(
                 wf_id,
-                lambda s, e: engine.complete(s, e, step_id, index, token, result, claim_next=True),
+                lambda s, e: engine.complete(s, e, step_id, index, token, result, claim_next=claim_next),
                 (step_id, index),
             )
         finally:

@@ -291,3 +291,62 @@ async def test_a_successor_claimed_by_a_completion_is_taken_over_when_its_worker
     # The dead worker's result, should it arrive, is stale.
     late = await complete(store, wf_id, "b", 0, done.claimed.token, ok(2))
     assert late.note == "stale"
+
+
+async def test_a_wide_map_does_not_queue_ahead_of_a_newcomers_first_task(conns: list[Redis], keys: Keyspace) -> None:
+    """Fair shares (ADR 018): 200 map items made ready first, then another workflow's one task. Workers
+    take the lowest score first; the newcomer's task must be among the first few, not behind the 200."""
+    store = WorkflowStore(conns[0], keys)
+    wide, plan = await submit(store, map_definition(200, 200))
+    assert len(plan.dispatch) == 200
+    small, _ = await submit(store, {"name": "small", "steps": [{"id": "only", **IMG}]})
+    order = [j.decode() for j in await conns[0].zrange(keys.queue, 0, -1)]
+    assert len(order) == 201
+    rank = next(i for i, job in enumerate(order) if small in job)
+    assert rank <= 5, f"the newcomer's task is number {rank} in the queue"
+    # Nothing is deferred: every job is due now, so an idle worker takes any of them at once.
+    now_ms = await conns[0].time()
+    assert await conns[0].zcount(keys.queue, "-inf", now_ms[0] * 1000 + now_ms[1] // 1000) == 201
+    # The map's own items keep their order among themselves.
+    items = [job for job in order if wide in job]
+    assert items == sorted(items, key=lambda job: int(job.split(":")[-2]))
+
+
+class CountingPool(PoolClient):
+    """Our PoolClient interface answering every task at once (no container): counts what it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran: list[str] = []
+
+    async def execute(self, base_url: str, request: Any) -> TaskResult:
+        self.ran.append(request.step_id)
+        return ok(len(self.ran))
+
+
+async def test_one_job_runs_a_bounded_number_of_successors_then_queues_the_next(
+    conns: list[Redis], keys: Keyspace
+) -> None:
+    """Fair shares (ADR 018): a worker runs the successors its completions claim in the same job, but at
+    most RUN_NEXT_MAX of them; the next goes through the queue, where other workflows' tasks compete."""
+    from flowcore.fairness import RUN_NEXT_MAX
+
+    store = WorkflowStore(conns[0], keys)
+    n = RUN_NEXT_MAX + 8
+    steps = [{"id": f"s{i}", **IMG, **({"depends_on": [f"s{i - 1}"]} if i else {})} for i in range(n)]
+    wf_id, plan = await submit(store, {"name": "long-chain", "steps": steps})
+    (first,) = plan.dispatch
+    pool = CountingPool()
+    runner = TaskRunner(
+        redis=conns[1], keys=keys, pool=pool, router=PoolRouter(conns[1], keys, "http://127.0.0.1:9"),
+        lease_ttl_s=5.0, lease_renew_s=1.0, max_takeovers=5,
+    )
+    try:
+        assert await runner.run(wf_id, "s0", 0, first.token) == "ok"
+    finally:
+        await pool.aclose()
+    assert pool.ran == [f"s{i}" for i in range(RUN_NEXT_MAX)]
+    snap = await store.load(wf_id)
+    nxt = snap.tasks[f"s{RUN_NEXT_MAX}:0"]
+    assert nxt.status == TaskStatus.QUEUED  # queued with a job, not claimed by the finished job
+    assert task_job_id(wf_id, f"s{RUN_NEXT_MAX}", 0, nxt.token).encode() in await conns[0].zrange(keys.queue, 0, -1)
