@@ -68,6 +68,11 @@ def _parse_number(text: str) -> int | float | None:
         return None
 
 
+def parse_number(text: str) -> int | float | None:
+    """A numeric string as a number, as equality sees it (``" 10 "`` is 10); None when not numeric."""
+    return _parse_number(text)
+
+
 def _numeric_pair(left: Any, right: Any) -> tuple[int | float, int | float] | None:
     """Both sides as numbers when at least one is a number and the other a number or numeric string."""
     if _is_number(left) and _is_number(right):

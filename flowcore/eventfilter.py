@@ -148,6 +148,14 @@ def validate(flt: Any, where: str = "event_filter", depth: int = 0) -> None:
             validate(expected, here, depth + 1)
 
 
+MISSING: Any = _MISSING  # what :func:`lookup` gives for a path the value does not have
+
+
+def lookup(value: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (a number selects a list element), or :data:`MISSING`."""
+    return _lookup(value, path)
+
+
 def _lookup(value: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(value, dict):

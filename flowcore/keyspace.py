@@ -50,6 +50,9 @@ Triggers
 Durable waits (ADR 012)
     ``{p}:waiting:{type}``      hash   ``{wf}|{step}|{token}`` -> JSON ``{"filter", "since"}`` of each
                                        wait_for_event step waiting for events of one type
+    ``{p}:waitpaths:{type}``    hash   payload path -> waiters of the type filed under it (flowcore.waitindex)
+    ``{p}:waitix:{digest}``     set    waiters of one type whose filter pins that path to one value
+    ``{p}:waitscan:{type}``     set    waiters of the type that no index covers (every publish reads them)
     ``{p}:evlog:{type}``        stream the last 1,000 events of one type (``data``: id, payload, ts), read by a
                                        wait that begins after its event was published
     ``{p}:evtypes:watched``     zset   event type -> until when (ms) a workflow may wait for it (set at the
@@ -137,6 +140,18 @@ class Keyspace:
 
     def event_log(self, event_type: str) -> str:
         return f"{self.prefix}:evlog:{event_type}"
+
+    def waiters_paths(self, event_type: str) -> str:
+        """hash: payload path -> how many waiters of the type are filed under it (flowcore.waitindex)."""
+        return f"{self.prefix}:waitpaths:{event_type}"
+
+    def waiters_scan(self, event_type: str) -> str:
+        """set: waiters of the type that no index covers (read on every publish)."""
+        return f"{self.prefix}:waitscan:{event_type}"
+
+    def waiters_index(self, digest: str) -> str:
+        """set: waiters filed under one (type, path, value) (flowcore.waitindex.digest)."""
+        return f"{self.prefix}:waitix:{digest}"
 
     @property
     def watched_event_types(self) -> str:

@@ -105,7 +105,8 @@ class Plan:
     wait_jobs: list[WaitJob] = field(default_factory=list)
     wait_drop_jobs: list[str] = field(default_factory=list)
     waiters_add: dict[str, tuple[str, str]] = field(default_factory=dict)  # member -> (event type, JSON)
-    waiters_remove: list[tuple[str, str]] = field(default_factory=list)  # (event type, member)
+    # (event type, member, its resolved filter: where flowcore.waitindex filed it)
+    waiters_remove: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:

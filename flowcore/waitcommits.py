@@ -9,11 +9,13 @@ are jobs too, enqueued in the same commit as the decision that needs them (ADR 0
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
+from flowcore import waitindex
 from flowcore.keyspace import Keyspace
 from flowcore.plan import Plan, WaitJob
 from flowcore.waitrules import EVENT_LOG_AGE_S
@@ -36,6 +38,26 @@ def job_kwargs(job: WaitJob) -> dict[str, Any]:
     return kwargs
 
 
+def _file(keys: Keyspace, event_type: str, member: str, flt: dict[str, Any]) -> list[Command]:
+    """File a waiter where publishing finds it (:mod:`flowcore.waitindex`): under its pinned field and
+    value, or among those every publish of its type reads."""
+    entry = waitindex.index_entry(flt)
+    if entry is None:
+        return [("SADD", keys.waiters_scan(event_type), member)]
+    path, canon = entry
+    return [("SADD", keys.waiters_index(waitindex.digest(event_type, path, canon)), member),
+            ("HINCRBY", keys.waiters_paths(event_type), path, 1)]
+
+
+def _unfile(keys: Keyspace, event_type: str, member: str, flt: dict[str, Any]) -> list[Command]:
+    entry = waitindex.index_entry(flt)
+    if entry is None:
+        return [("SREM", keys.waiters_scan(event_type), member)]
+    path, canon = entry
+    return [("SREM", keys.waiters_index(waitindex.digest(event_type, path, canon)), member),
+            ("HINCRBY", keys.waiters_paths(event_type), path, -1)]
+
+
 def wait_commands(keys: Keyspace, plan: Plan, now_ms: int, enqueue: Enqueue) -> tuple[list[Command], int]:
     """The commands of the plan's waits and the number of jobs they enqueue."""
     cmds: list[Command] = []
@@ -48,10 +70,12 @@ def wait_commands(keys: Keyspace, plan: Plan, now_ms: int, enqueue: Enqueue) -> 
             WaitJob("child_done", snap.origin.parent_id, snap.origin.parent_step, snap.origin.parent_token,
                     data={"child_id": snap.wf_id})
         )
-    for event_type, member in plan.waiters_remove:
+    for event_type, member, flt in plan.waiters_remove:
         cmds.append(("HDEL", keys.waiters(event_type), member))
+        cmds += _unfile(keys, event_type, member, flt)
     for member, (event_type, value) in plan.waiters_add.items():
         cmds.append(("HSET", keys.waiters(event_type), member, value))
+        cmds += _file(keys, event_type, member, json.loads(value).get("filter") or {})
         # A wait that began keeps its type logged for as long as it may wait (a long-lived workflow).
         until_ms = now_ms + int(EVENT_LOG_AGE_S * 1000)
         cmds.append(("ZADD", keys.watched_event_types, "GT", until_ms, event_type))

@@ -105,7 +105,8 @@ def release(t: Transition, rec: StepRecord, *, cancel_child: str | None = None) 
         return
     token = str(wait.get("token"))
     if wait.get("kind") == "wait_for_event":
-        t.plan.waiters_remove.append((str(wait["event_type"]), waiter_member(t.snap.wf_id, rec.id, token)))
+        member = waiter_member(t.snap.wf_id, rec.id, token)
+        t.plan.waiters_remove.append((str(wait["event_type"]), member, wait.get("filter") or {}))
     if wait.get("timer_job"):
         t.plan.wait_drop_jobs.append(str(wait["timer_job"]))
     if cancel_child is not None and wait.get("kind") == "workflow" and wait.get("child_id"):

@@ -2,7 +2,8 @@
 events of a type, and starting a child run exactly once.
 
 Publishing (:func:`publish`) is one optimistic transaction: it ``WATCH``es the waiters of the event's
-type, reads them, matches each waiter's resolved filter in Python, and in one ``MULTI`` appends the
+type, reads those the event may match (:mod:`flowcore.waitindex`: the ones whose filter pins a field
+to the event's value of it, and the ones no index covers), matches each one's resolved filter in Python, and in one ``MULTI`` appends the
 event to the type's log and enqueues a delivery job for every match. So an event is logged and its
 deliveries queued together or not at all; a waiter that registers meanwhile makes the transaction
 retry. A wait that begins *after* an event was published finds it in the log: its check job
@@ -19,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from flowcore import engine, waitrules
+from flowcore import engine, waitindex, waitrules
 from flowcore.commits import _enqueue
 from flowcore.errors import InvalidInput, NotFound, ServiceUnavailable
 from flowcore.keyspace import Keyspace
@@ -55,7 +56,7 @@ async def publish(redis: Redis, keys: Keyspace, event_type: str, event_id: str, 
             for _ in range(MAX_RETRIES):
                 try:
                     await pipe.watch(waiters_key, keys.watched_event_types)
-                    waiters = await pipe.hgetall(waiters_key)
+                    waiters = await _candidates(pipe, keys, event_type, payload)
                     until = await pipe.zscore(keys.watched_event_types, event_type)
                     watched = until is not None and until >= now_ms  # a workflow may wait for this type
                     matched: list[tuple[str, str, str]] = []
@@ -82,6 +83,28 @@ async def publish(redis: Redis, keys: Keyspace, event_type: str, event_id: str, 
     except RedisError as exc:
         raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
     raise ServiceUnavailable("too many concurrent waits on this event type; retry")
+
+
+async def _candidates(pipe: Any, keys: Keyspace, event_type: str, payload: Any) -> dict[Any, Any]:
+    """The waiters of ``event_type`` the event may match (member -> entry), read under the caller's
+    WATCH: those filed under the event's values of the indexed paths and those no index covers
+    (:mod:`flowcore.waitindex`), or every waiter when some were registered without the index."""
+    waiters_key = keys.waiters(event_type)
+    filed = {_s(path): int(count) for path, count in (await pipe.hgetall(keys.waiters_paths(event_type))).items()}
+    scan = {_s(m) for m in await pipe.smembers(keys.waiters_scan(event_type))}
+    if waitindex.all_needed(int(await pipe.hlen(waiters_key)), len(scan), filed):
+        found: dict[Any, Any] = await pipe.hgetall(waiters_key)
+        return found
+    members = set(scan)
+    paths = sorted(path for path, count in filed.items() if count > 0)
+    for path, canon in waitindex.lookup_entries(paths, payload):
+        bucket = keys.waiters_index(waitindex.digest(event_type, path, canon))
+        members |= {_s(m) for m in await pipe.smembers(bucket)}
+    if not members:
+        return {}
+    ordered = sorted(members)
+    values = await pipe.hmget(waiters_key, ordered)
+    return {m: v for m, v in zip(ordered, values, strict=True) if v is not None}
 
 
 async def recent_events(redis: Redis, keys: Keyspace, event_type: str, since: float) -> list[dict[str, Any]]:

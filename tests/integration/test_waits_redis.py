@@ -203,3 +203,67 @@ async def test_children_nest_at_most_ten_deep(redis: Redis, keys: Keyspace, ctx:
     assert await _run(ctx, start) == "refused"
     snap = await store.load(deep)
     assert snap.status == WorkflowStatus.FAILED and "nest at most 10 deep" in (snap.steps["kid"].error or "")
+
+
+async def _candidates(redis: Redis, keys: Keyspace, event_type: str, payload: Any) -> set[str]:
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(keys.waiters(event_type))
+        found = await waitstore._candidates(pipe, keys, event_type, payload)
+        await pipe.reset()
+    return {m.decode() if isinstance(m, bytes) else m for m in found}
+
+
+async def test_publish_reads_only_the_waiters_an_event_can_match(
+    redis: Redis, keys: Keyspace, ctx: dict[str, Any]
+) -> None:
+    """Waiters whose resolved filter pins a field to a value are filed under it (flowcore.waitindex):
+    publishing reads the ones filed under the event's value and the few no index covers, not all of
+    them; the full filter still decides, and every waiter is unfiled when its wait ends."""
+    store = WorkflowStore(redis, keys)
+    pinned = {i: await _start(store, _waiting_flow("pay", f"o-{i}")) for i in range(120)}
+    numeric = await _start(store, {"name": "n", "input": {"n": 7}, "steps": [
+        {"id": "paid", "type": "wait_for_event", "event_type": "pay", "filter": {"order": {"$path": "input.n"}}}]})
+    loose = [await _start(store, {"name": "l", "steps": [  # comparisons only: no index covers them
+        {"id": "paid", "type": "wait_for_event", "event_type": "pay", "filter": {"amount": {">": i}}}]})
+        for i in range(3)]
+    assert await redis.hlen(keys.waiters("pay")) == 124
+    by_id = {wf_id: i for i, wf_id in pinned.items()}
+
+    def owners(members: set[str]) -> set[str]:
+        return {m.split("|")[0] for m in members}
+
+    assert owners(await _candidates(redis, keys, "pay", {"order": "o-17", "amount": 1})) == {pinned[17], *loose}
+    # 7 == "7" == 7.0 for filters: a numeric value finds the waiter pinned to the number 7.
+    assert owners(await _candidates(redis, keys, "pay", {"order": "7"})) == {numeric, *loose}
+    assert owners(await _candidates(redis, keys, "pay", {"order": 7.0})) == {numeric, *loose}
+    assert owners(await _candidates(redis, keys, "pay", {"other": 1})) == set(loose)
+
+    for job in await _jobs(redis, keys):
+        await _run(ctx, job)  # the checks: nothing logged yet
+    await redis.delete(keys.queue)
+    assert await waitstore.publish(redis, keys, "pay", "ev-17", {"order": "o-17", "amount": 1}) == 2  # o-17, >0
+    woken = {job["workflow_id"] for job in await _jobs(redis, keys)}
+    assert woken == {pinned[17], loose[0]}
+    for job in await _jobs(redis, keys):
+        await _run(ctx, job)
+    assert (await store.load(pinned[17])).status == WorkflowStatus.COMPLETED
+    assert by_id[pinned[17]] == 17
+    # Their waits ended: unfiled from the index and the scan set alike.
+    assert owners(await _candidates(redis, keys, "pay", {"order": "o-17", "amount": 1})) == set(loose[1:])
+    for wf_id in [*pinned.values(), numeric, *loose]:
+        if wf_id not in (pinned[17], loose[0]):  # those two completed
+            await store.transact(wf_id, lambda s: engine.cancel(s, EngineEnv(), "done"))
+    assert await redis.hlen(keys.waiters("pay")) == 0
+    assert await redis.scard(keys.waiters_scan("pay")) == 0
+    assert set((await redis.hgetall(keys.waiters_paths("pay"))).values()) == {b"0"}
+
+
+async def test_waiters_registered_without_the_index_are_still_found(redis: Redis, keys: Keyspace) -> None:
+    """A waiter written by a version without the index (only in the waiters hash) makes publishing read
+    every waiter of its type, so nothing that waited before an upgrade is missed."""
+    store = WorkflowStore(redis, keys)
+    await _start(store, _waiting_flow("pay", "o-1"))
+    legacy = "wf-legacy|paid|tok"
+    await redis.hset(keys.waiters("pay"), legacy, json.dumps({"filter": {"order": "o-2"}, "since": 0}))
+    assert legacy in await _candidates(redis, keys, "pay", {"order": "o-2"})
+    assert await waitstore.publish(redis, keys, "pay", "ev", {"order": "o-2"}) == 1

@@ -155,7 +155,7 @@ def test_wait_filter_references_resolve_when_the_wait_begins_and_only_a_match_en
     plan = c.deliver("paid", {"order": "o-7", "amount": 40.0})
     assert c.status("paid") == StepStatus.SUCCEEDED
     assert c.snap.steps["paid"].output["payload"] == {"order": "o-7", "amount": 40.0}
-    assert plan.waiters_remove == [("payment", member)]
+    assert plan.waiters_remove == [("payment", member, {"order": "o-7", "amount": {">=": 40}})]
     assert wait["timer_job"] in plan.wait_drop_jobs
     assert c.snap.status == WorkflowStatus.COMPLETED
     # a second event (or the same one delivered twice) changes nothing
@@ -201,7 +201,7 @@ def test_workflow_timeout_counts_while_waiting_and_cancel_releases_the_wait() ->
     c.now += 61
     plan = engine.deadline(c.snap, c.env())
     assert c.snap.status == WorkflowStatus.FAILED and c.status("w") == StepStatus.CANCELLED
-    assert plan.waiters_remove == [("e", f"wf-18c-aaaa|w|{c.wait('w')['token']}")]
+    assert plan.waiters_remove == [("e", f"wf-18c-aaaa|w|{c.wait('w')['token']}", {})]
     c2 = Clock({"name": "t", "steps": [{"id": "nap", "type": "sleep", "duration": "1h"}]})
     c2.start()
     plan = engine.cancel(c2.snap, c2.env(), "stop")
