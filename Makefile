@@ -57,7 +57,7 @@ bench: up ## start the stack if needed, measure it side by side with Celery and 
 	$(PY) -c 'import celery' 2>/dev/null || $(VENV)/bin/pip install -q --progress-bar off -c requirements.lock -e '.[bench]'
 	$(PY) -m bench $${BENCH_ARGS:-}
 
-chaos: bootstrap ## kill and restart every process of a private stack under load; count stuck, lost, duplicated, leaked (writes BENCHMARKS.md)
+chaos: bootstrap ## kill and restart every process of a private stack under load, then Redis Sentinel failovers; count stuck, lost, duplicated, leaked (writes BENCHMARKS.md; one scenario: CHAOS_ARGS="--scenario sentinel")
 	$(PY) -m chaos $${CHAOS_ARGS:-}
 
 loadtest: up ## start the stack if needed, run the locust scenarios, check the counts, update BENCHMARKS.md

@@ -25,6 +25,8 @@ from chaos.stack import ROOT, PrivateStack
 from chaos.verdict import FINISHED, Observed, Verdict, fault_summary, judge
 from chaos.workload import Submitter, observe
 
+SCENARIOS = ("mixed", "sentinel", "all")
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--service-id", default="pool-chaos")
     parser.add_argument("--token", default=os.environ.get("FLOW_TOKEN", "default-token"))
     parser.add_argument("--no-write", action="store_true", help="print the report, leave BENCHMARKS.md alone")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="all",
+                        help="mixed: random process kills (the flags above); sentinel: Redis Sentinel failovers "
+                        "(chaos/scenario_sentinel.py, its own free ports); all: both")
     return parser.parse_args()
 
 
@@ -90,6 +95,13 @@ def report(verdict: Verdict, args: argparse.Namespace, seed: int, submitter: Sub
 def main() -> int:
     args = parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    failed = 0
+    if args.scenario in ("sentinel", "all"):
+        from chaos import scenario_sentinel
+
+        failed = scenario_sentinel.main(seed=seed, write=not args.no_write)
+        if args.scenario == "sentinel":
+            return failed
     rng = random.Random(seed)
     home = ROOT / ".flow" / "chaos-stack"
     shutil.rmtree(home / "redis", ignore_errors=True)  # a fresh count every run
@@ -128,7 +140,7 @@ def main() -> int:
     print(json.dumps({"faults": injector.events[-20:]}, indent=None)[:4000])
     if not args.no_write:
         upsert(ROOT / "BENCHMARKS.md", "chaos", text)
-    return 0 if verdict.clean else 1
+    return 0 if verdict.clean and not failed else 1
 
 
 if __name__ == "__main__":

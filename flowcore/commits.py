@@ -20,6 +20,7 @@ from arq.jobs import serialize_job
 from redis.asyncio.client import Pipeline
 
 from flowcore import fairness
+from flowcore.counters import counter_commands
 from flowcore.engine import Plan
 from flowcore.keyspace import Keyspace, parse_lease_member
 from flowcore.logstream import LOG_STREAM_MAXLEN
@@ -180,6 +181,9 @@ def plan_commands(keys: Keyspace, plan: Plan) -> list[Command]:
         data = json.dumps(event, default=str)
         cmds.append(("XADD", k.events(wf_id), "MAXLEN", "~", EVENTS_MAXLEN, "*", "data", data))
         cmds.append(("XADD", k.global_events, "MAXLEN", "~", GLOBAL_EVENTS_MAXLEN, "*", "data", data))
+    # Monotonic metrics (ADR 020): HINCRBYs of what this commit finishes (tasks, steps, the workflow),
+    # one per distinct field, and a ZADD NX of the name when the workflow finishes. Same commit, no read.
+    cmds += counter_commands(k.metric_counters, k.metric_names, plan, now_ms)
     return cmds
 
 

@@ -36,6 +36,7 @@ from flowcore.store import WorkflowStore, new_workflow_id
 log = logging.getLogger(__name__)
 
 BATCH = 100
+WAKE_KEEP = 8  # wake-up tokens kept for the debounce timers (workers/debounce_timer.py)
 
 
 def _s(value: Any) -> str:
@@ -115,6 +116,8 @@ class Debouncer:
                         pipe.hset(pointer, mapping={"wf": wf_id, "first_at": repr(now)})
                     pipe.rpush(k.fc_debounce_inputs(wf_id), value)
                     pipe.zadd(k.fc_debounce_due, {wf_id: int(due * 1000)})
+                    pipe.rpush(k.fc_debounce_wake, "1")  # a timer sleeping past the new close wakes up
+                    pipe.ltrim(k.fc_debounce_wake, -WAKE_KEEP, -1)
                     pipe.hincrby(k.fc_counts, "debounced", 1)
                     pipe.hincrby(k.fc_counts, f"debounced:{definition.name}", 1)
                     if once_key:
@@ -126,6 +129,11 @@ class Debouncer:
                 except WatchError:
                     continue
         raise ServiceUnavailable("the debounce window is too contended; retry")
+
+    async def next_close(self) -> float | None:
+        """When the earliest open window closes (epoch seconds, millisecond resolution); None: none open."""
+        head = await self.redis.zrange(self.keys.fc_debounce_due, 0, 0, withscores=True)
+        return float(head[0][1]) / 1000 if head else None
 
     # ---- closing windows (the sweep) ------------------------------------------------------------
     async def sweep_once(self, *, now: float | None = None, grace_s: float = GRACE_S) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowcore import paths
+from flowcore import paths, stepkey_engine
 from flowcore.keyspace import lease_member
 from flowcore.logstream import LogLine
 from flowcore.models import MapStep, WorkflowStatus
@@ -59,10 +59,14 @@ def start(snap: Snapshot, env: EngineEnv) -> Plan:
     return t.plan
 
 
-def claim(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) -> Plan:
+def claim(
+    snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str, *, held_key: str | None = None
+) -> Plan:
     """A worker takes a queued task: it becomes running under a lease; ``plan.request`` says what to run.
 
     A stale token, a finished workflow or a task already claimed gives an empty plan without request.
+    A task whose step has a concurrency key raises :class:`~flowcore.stepkeys.SlotNeeded` unless the
+    worker holds that key (``held_key``, ADR 019).
     """
     t = Transition(snap, env)
     task = _find_task(t, step_id, index, token)
@@ -73,8 +77,11 @@ def claim(snap: Snapshot, env: EngineEnv, step_id: str, index: int, token: str) 
     if t.check_deadline():
         return t.plan
     item_key = f"{step_id}:{index}"
-    if isinstance(t.defn.step(step_id), MapStep) and snap.steps[step_id].items is None and item_key not in snap.items:
+    step = t.defn.step(step_id)
+    if isinstance(step, MapStep) and snap.steps[step_id].items is None and item_key not in snap.items:
         raise NeedReads(items=[item_key])
+    if getattr(step, "concurrency", None) is not None:
+        stepkey_engine.check_claim(t, task, step.concurrency, held_key)
     try:
         request = task_request(snap, task, t.deps[step_id])
     except paths.PathMissing as exc:

@@ -32,6 +32,8 @@ Execution
     ``{p}:wake``                list   wake-up tokens: every commit that enqueues jobs pushes some (capped);
                                        idle workers block on it (BLPOP) instead of polling the queue
     ``{p}:events``              stream events of all workflows (for the global live view), capped
+    ``{p}:replication:barrier`` string a counter the gateway increments before ``WAIT``, so that the WAIT of
+                                       its own connection covers every write the master had by then (ADR 021)
 
 Triggers
     ``{p}:trigger:{tid}``       hash   ``spec`` (JSON), ``enabled``, ``next_run``, ``last_run``, ``run_count``,
@@ -73,14 +75,34 @@ Flow control of starts (ADR 013, :mod:`flowcore.admission_store`)
     ``{p}:fc:debin:{wf}``       list   the inputs accumulated by a debounce window's run (JSON), until it starts
     ``{p}:fc:debounce``         zset   runs of open debounce windows -> when the window closes (ms)
     ``{p}:fc:debclosed``        zset   runs whose window closed and whose input is not yet written -> closed (ms)
+    ``{p}:fc:debwake``          list   wake-up tokens for the workers' debounce timers (a window opened or moved;
+                                       at most 8 kept), so a close comes within milliseconds of its time
     ``{p}:fc:counts``           hash   ``{outcome}`` and ``{outcome}:{name}`` -> count (queued, throttled,
                                        refused, skipped, evicted, admitted, debounced)
+
+Step-level concurrency keys (ADR 019, :mod:`flowcore.stepkey_store`)
+    ``{p}:sk:active:{key}``     zset   tasks (``{wf}|{step}|{index}``) holding a slot of the key -> taken (ms)
+    ``{p}:sk:tok:{key}``        hash   holder -> token of the attempt that took the slot ("" reserved by a pump)
+    ``{p}:sk:q:{key}``          zset   tasks waiting for the key (parked: no job, no worker) -> arrival sequence
+    ``{p}:sk:limits``           hash   key -> its limit, as last declared
+    ``{p}:sk:keys``             zset   keys with holders or waiters -> when the sweep looks at them next (ms)
+    ``{p}:sk:seq``              string arrival sequence of waiting tasks
+    ``{p}:sk:counts``           hash   ``admitted``, ``queued``, ``released``, ``swept`` -> count
+
+Metrics (ADR 020, :mod:`flowcore.counters`; never expire, never deleted with a workflow)
+    ``{p}:metrics:counters``    hash   monotonic counters and histogram buckets, incremented in the commit that
+                                       finishes a task, a step or a workflow (fields in flowcore.counters)
+    ``{p}:metrics:names``       zset   workflow name -> its first finish (ms); the first N are Prometheus labels
 
 Pools and agents
     ``{p}:pools:services``      hash   pool service id -> registration JSON (url, capacity, warm keys)
     ``{p}:pools:heartbeat``     zset   pool service id -> last heartbeat (ms)
     ``{p}:agents``              hash   agent id -> agent record JSON
     ``{p}:kept:{service}``      hash   container id -> kept container record JSON (cleanup policy keep)
+    ``{p}:keptidx:order``       zset   kept container id -> kept at (s), across all pool services (overall cap)
+    ``{p}:keptidx:owner``       hash   kept container id -> the pool service that kept it (and alone removes it)
+    ``{p}:keptidx:evict``       hash   kept container id -> its owner: removals the owner carries out on its sweep
+    ``{p}:keptidx:seen``        zset   pool service id -> last sweep of its kept containers (s)
 
 Secrets
     ``{p}:secrets``             hash   secret name -> JSON {ct, created_at, updated_at}: the value sealed with
@@ -200,6 +222,10 @@ class Keyspace:
     def queue(self) -> str:
         return f"{self.prefix}:queue"
 
+    @property
+    def replication_barrier(self) -> str:
+        return f"{self.prefix}:replication:barrier"
+
     # triggers
     def trigger(self, trigger_id: str) -> str:
         return f"{self.prefix}:trigger:{trigger_id}"
@@ -248,6 +274,22 @@ class Keyspace:
     def kept(self, service_id: str) -> str:
         return f"{self.prefix}:kept:{service_id}"
 
+    @property
+    def kept_order(self) -> str:
+        return f"{self.prefix}:keptidx:order"
+
+    @property
+    def kept_owner(self) -> str:
+        return f"{self.prefix}:keptidx:owner"
+
+    @property
+    def kept_evict(self) -> str:
+        return f"{self.prefix}:keptidx:evict"
+
+    @property
+    def kept_seen(self) -> str:
+        return f"{self.prefix}:keptidx:seen"
+
     # flow control (ADR 013)
     def fc_run(self, wf_id: str) -> str:
         return f"{self.prefix}:fc:run:{wf_id}"
@@ -284,6 +326,10 @@ class Keyspace:
         return f"{self.prefix}:fc:debclosed"
 
     @property
+    def fc_debounce_wake(self) -> str:
+        return f"{self.prefix}:fc:debwake"
+
+    @property
     def fc_admitted(self) -> str:
         return f"{self.prefix}:fc:admitted"
 
@@ -298,6 +344,41 @@ class Keyspace:
     @property
     def fc_counts(self) -> str:
         return f"{self.prefix}:fc:counts"
+
+    # monotonic metrics (ADR 020, flowcore.counters)
+    @property
+    def metric_counters(self) -> str:
+        return f"{self.prefix}:metrics:counters"
+
+    @property
+    def metric_names(self) -> str:
+        return f"{self.prefix}:metrics:names"
+
+    # step-level concurrency keys (ADR 019, flowcore.stepkey_store)
+    def sk_active(self, key: str) -> str:
+        return f"{self.prefix}:sk:active:{key}"
+
+    def sk_tokens(self, key: str) -> str:
+        return f"{self.prefix}:sk:tok:{key}"
+
+    def sk_queue(self, key: str) -> str:
+        return f"{self.prefix}:sk:q:{key}"
+
+    @property
+    def sk_limits(self) -> str:
+        return f"{self.prefix}:sk:limits"
+
+    @property
+    def sk_keys(self) -> str:
+        return f"{self.prefix}:sk:keys"
+
+    @property
+    def sk_seq(self) -> str:
+        return f"{self.prefix}:sk:seq"
+
+    @property
+    def sk_counts(self) -> str:
+        return f"{self.prefix}:sk:counts"
 
     # dashboard
     def ui_session(self, digest: str) -> str:

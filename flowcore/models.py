@@ -26,6 +26,7 @@ from flowcore.flowcontrol import (
     DebounceConfig,
     RateLimitConfig,
 )
+from flowcore.stepkeys import StepConcurrency
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _PATH_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
@@ -245,6 +246,10 @@ class _StepBase(_Strict):
 
 
 class _ContainerStep(_StepBase):
+    concurrency: StepConcurrency | None = Field(
+        None, description="A key per task and how many tasks of one key run at once, in all workflows (ADR 019)."
+    )
+
     @model_validator(mode="after")
     def _runnable(self) -> _ContainerStep:
         if self.image is None:

@@ -77,6 +77,9 @@ class TaskRecord(_Record):
         None, description="When the pool services first could not be reached for this task (it waits, up to a grace)."
     )
     unavailable_retries: int = 0
+    waiting_on: str | None = Field(
+        None, description="Why a queued task waits without a worker: its step's concurrency key is full (ADR 019)."
+    )
     history: list[AttemptSummary] = Field(default_factory=list)
 
     @property

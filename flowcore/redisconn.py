@@ -4,6 +4,9 @@ Every client is made here, so a Redis with ``requirepass`` or ACL users works fo
 ``FLOW_REDIS__USERNAME`` / ``FLOW_REDIS__PASSWORD`` (or credentials in the URL, which win). The
 password travels as a :class:`~pydantic.SecretStr` until the client is made and is never part of a
 URL this module builds, so it cannot end up in a log line or an error message.
+
+With ``FLOW_REDIS__SENTINELS`` set, every client here (asyncio, blocking, arq's) finds the master through
+the Sentinels and follows a failover (:mod:`flowcore.sentinel`, ADR 021).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError
 
+from flowcore import sentinel
 from flowcore.errors import ConfigError
 from flowcore.settings import RedisSection
+
+CONNECT_TIMEOUT_S = 2.0  # a master that does not answer a connect is treated as down (then: Sentinel again)
 
 
 def credentials(section: RedisSection) -> dict[str, Any]:
@@ -31,19 +37,39 @@ def credentials(section: RedisSection) -> dict[str, Any]:
 
 
 def connect(section: RedisSection, **options: Any) -> Redis:
-    """An asyncio client (lazy: it connects on its first command)."""
+    """An asyncio client (lazy: it connects on its first command); the master's, through Sentinel, when
+    ``sentinels`` are configured (:mod:`flowcore.sentinel`)."""
+    if section.sentinels:
+        return sentinel.master_client(
+            section, credentials(section), **{"socket_connect_timeout": CONNECT_TIMEOUT_S, **options}
+        )
     client: Redis = Redis.from_url(section.url, **{**credentials(section), **options})
     return client
 
 
 def connect_sync(section: RedisSection, **options: Any) -> redis.Redis:
     """A blocking client, for threads that cannot use the event loop (the span exporter)."""
+    if section.sentinels:
+        return sentinel.master_client_sync(section, credentials(section), **options)
     return redis.Redis.from_url(section.url, **{**credentials(section), **options})
 
 
+def arq_pool(section: RedisSection) -> ArqRedis | None:
+    """The arq worker's own client when it must be made here (through Sentinel), else None: arq makes
+    it from :func:`arq_settings`."""
+    if not section.sentinels:
+        return None
+    return sentinel.arq_client(section, credentials(section), socket_connect_timeout=CONNECT_TIMEOUT_S)
+
+
 def arq_settings(section: RedisSection) -> RedisSettings:
-    """arq's connection settings: the URL's, with the configured credentials unless the URL has its own."""
+    """arq's connection settings: the URL's, with the configured credentials unless the URL has its own
+    (with Sentinel, the worker gets its client from :func:`arq_pool`; these settings then name the Sentinels)."""
     settings = RedisSettings.from_dsn(section.url)
+    if section.sentinels:
+        settings.host = sentinel.addresses(section)
+        settings.sentinel = True
+        settings.sentinel_master = section.sentinel_master
     extra = credentials(section)
     if settings.username is None and "username" in extra:
         settings.username = extra["username"]

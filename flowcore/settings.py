@@ -24,6 +24,32 @@ class RedisSection(BaseModel):
     prefix: str = Field("flow", description="Prefix of every key this stack writes.")
     username: str | None = Field(None, description="ACL user (Redis 6+); default: the URL's, else 'default'.")
     password: SecretStr | None = Field(None, description="requirepass or the ACL user's password; never logged.")
+    # High availability (docs/reliability.md "High availability with Sentinel", ADR 021).
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="host:port of Redis Sentinels (JSON list); set: every client finds the master through them "
+        "and follows a failover (the URL then gives only the database and credentials).",
+    )
+    sentinel_master: str = Field("mymaster", min_length=1, description="The master's service name in Sentinel.")
+    sentinel_username: str | None = Field(None, description="ACL user of the Sentinels, if they require one.")
+    sentinel_password: SecretStr | None = Field(None, description="Password of the Sentinels; never logged.")
+    sentinel_timeout_s: float = Field(0.5, gt=0, le=30, description="Bound on one question to one Sentinel.")
+    min_replicas_ack: int = Field(
+        0, ge=0, le=16, description="Submissions are acknowledged only once this many replicas hold them (WAIT); 0: "
+        "as soon as the master has them.",
+    )
+    replica_ack_timeout_ms: int = Field(
+        1000, ge=1, le=60_000, description="How long a submission waits for min_replicas_ack before it is answered 503.",
+    )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: list[str]) -> list[str]:
+        from flowcore.sentinel import parse_address  # the one parser of host:port (and its error message)
+
+        for item in value:
+            parse_address(item)
+        return value
 
 
 class PoolClientSection(BaseModel):
@@ -342,6 +368,15 @@ class PoolSettings(_PoolPeer):
     kept_sweep_s: float = Field(5.0, gt=0, description="How often expired kept containers are looked for.")
     kept_copy_max_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest archive copied out of a kept container."
+    )
+    keep_max_total: int = Field(
+        100, ge=0, le=10000,
+        description="Kept containers across all pool services sharing this Redis; past it the oldest go"
+        " (removed by the service that kept them).",
+    )
+    kept_owner_gone_s: float = Field(
+        3600.0, gt=0,
+        description="A pool service not seen for this long is gone for good: others forget its kept records.",
     )
     agent_watch_s: float = Field(1.0, gt=0, description="How often agents' restart policies (on_error) are applied.")
 

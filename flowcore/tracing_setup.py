@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from flowcore.keyspace import Keyspace
-from flowcore.settings import TracingSection
+from flowcore.settings import RedisSection, TracingSection
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,17 @@ class GuardedExporter(SpanExporter):
 
 
 def build_exporters(
-    section: TracingSection, *, redis_url: str, keys: Keyspace, redis_options: Mapping[str, Any] | None = None
+    section: TracingSection,
+    *,
+    redis_url: str,
+    keys: Keyspace,
+    redis_options: Mapping[str, Any] | None = None,
+    redis_section: RedisSection | None = None,
 ) -> list[GuardedExporter]:
-    """The exporters ``section`` names (none when tracing is off); ``redis_options``: Redis credentials."""
+    """The exporters ``section`` names (none when tracing is off); ``redis_options``: Redis credentials.
+
+    ``redis_section``, when given, makes the span store's client (:func:`flowcore.redisconn.connect_sync`:
+    through Sentinel when configured, ADR 021) instead of ``redis_url`` and ``redis_options``."""
     exporters: list[GuardedExporter] = []
     for name in section.exporters:
         inner: SpanExporter
@@ -94,9 +102,19 @@ def build_exporters(
                 max_spans=section.store_max_spans,
                 retention_s=section.store_retention_s,
                 options=redis_options,
+                client=_span_store_client(redis_section),
             )
         exporters.append(GuardedExporter(name, inner))
     return exporters
+
+
+def _span_store_client(section: RedisSection | None) -> Any:
+    """The span store's blocking client made from ``section``, or None (the exporter makes its own)."""
+    if section is None:
+        return None
+    from flowcore import redisconn
+
+    return redisconn.connect_sync(section, socket_timeout=5.0, socket_connect_timeout=2.0)
 
 
 @dataclass
@@ -131,10 +149,13 @@ def build_provider(
     redis_url: str,
     prefix: str,
     redis_options: Mapping[str, Any] | None = None,
+    redis_section: RedisSection | None = None,
 ) -> Tracing:
     """A tracer provider with the configured exporters, not installed globally (tests use this)."""
     service_name = section.service_name or default_service
-    exporters = build_exporters(section, redis_url=redis_url, keys=Keyspace(prefix), redis_options=redis_options)
+    exporters = build_exporters(
+        section, redis_url=redis_url, keys=Keyspace(prefix), redis_options=redis_options, redis_section=redis_section
+    )
     if not exporters:
         return Tracing(service_name, None)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=ALWAYS_ON)
@@ -152,10 +173,12 @@ def configure(
     redis_url: str,
     prefix: str,
     redis_options: Mapping[str, Any] | None = None,
+    redis_section: RedisSection | None = None,
 ) -> Tracing:
     """Build the provider and install it as this process's (once per process, from its entrypoint)."""
     tracing = build_provider(
-        section, default_service=default_service, redis_url=redis_url, prefix=prefix, redis_options=redis_options
+        section, default_service=default_service, redis_url=redis_url, prefix=prefix, redis_options=redis_options,
+        redis_section=redis_section,
     )
     if tracing.provider is not None:
         trace.set_tracer_provider(tracing.provider)

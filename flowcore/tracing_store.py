@@ -104,10 +104,20 @@ class RedisSpanExporter(SpanExporter):
     """Writes finished spans to their workflows' lists; a Redis failure drops the batch, logged."""
 
     def __init__(
-        self, url: str, keys: Keyspace, *, max_spans: int, retention_s: float, options: Mapping[str, Any] | None = None
+        self,
+        url: str,
+        keys: Keyspace,
+        *,
+        max_spans: int,
+        retention_s: float,
+        options: Mapping[str, Any] | None = None,
+        client: redis.Redis | None = None,
     ) -> None:
         # options: the Redis credentials (flowcore.redisconn.credentials), never part of the URL.
-        self._redis = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0, **dict(options or {}))
+        # client: one made by flowcore.redisconn (through Sentinel when configured); then url/options are unused.
+        self._redis = client if client is not None else redis.Redis.from_url(
+            url, socket_timeout=5.0, socket_connect_timeout=2.0, **dict(options or {})
+        )
         self._keys = keys
         self._max_spans = max_spans
         self._retention_s = int(max(retention_s, 1))

@@ -154,6 +154,8 @@ class Transition:
             key = f"{d.step_id}:{d.index}"
             task = self.snap.tasks[key]
             step = self.defn.step(d.step_id)
+            if getattr(step, "concurrency", None) is not None:
+                continue  # its claim needs a slot of its key first (ADR 019): left to its job
             if isinstance(step, MapStep) and self.step_rec(d.step_id).items is None and key not in self.snap.items:
                 raise NeedReads(items=[key])
             try:

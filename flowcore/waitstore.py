@@ -21,8 +21,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from flowcore import engine, waitindex, waitrules
+from flowcore.admission_store import FlowControl
 from flowcore.commits import _enqueue
 from flowcore.errors import InvalidInput, NotFound, ServiceUnavailable
+from flowcore.flowcontrol import run_slots
 from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowDefinition, WorkflowStatus, WorkflowStep
 from flowcore.plan import EngineEnv, WaitJob
@@ -159,6 +161,10 @@ async def start_child(store: WorkflowStore, parent: Snapshot, step_id: str, toke
     now = time.time()
     origin = Origin(kind="workflow", template_id=str(wait["template"]), parent_id=parent.wf_id,
                     parent_step=step_id, parent_token=token, fired_at=now, depth=depth)
+    # The template's flow control applies to its child runs as to any start (ADR 019): a queued record
+    # with its slots, then admission. A template's debounce does not merge children (each has its own id).
+    run = run_slots(definition.name, definition.config, definition.input)
+    control = FlowControl(store)
     redis, key = store.redis, store.keys.workflow(child_id)
     async with redis.pipeline(transaction=True) as pipe:
         for _ in range(MAX_RETRIES):
@@ -166,19 +172,28 @@ async def start_child(store: WorkflowStore, parent: Snapshot, step_id: str, toke
                 parent_key = store.keys.workflow(parent.wf_id)
                 await pipe.watch(key, parent_key)  # a parent cancelled meanwhile creates no child
                 if await pipe.exists(key):
-                    return child_id
+                    return child_id  # created by an earlier run of this job (a queued one: the sweep admits it)
                 if _s(await pipe.hget(parent_key, "status") or b"") != WorkflowStatus.RUNNING.value:
                     return None
                 pipe.multi()
-                store.write_new(pipe, child_id, definition, origin, now)
-                snap = Snapshot(wf_id=child_id, definition=definition, status=WorkflowStatus.PENDING,
-                                input=definition.input, created_at=now, origin=origin)
-                store.write_plan(pipe, engine.start(snap, EngineEnv(now=now)))
+                if run is not None:
+                    control.write_queued(pipe, child_id, definition, origin, now, run)
+                else:
+                    store.write_new(pipe, child_id, definition, origin, now)
+                    snap = Snapshot(wf_id=child_id, definition=definition, status=WorkflowStatus.PENDING,
+                                    input=definition.input, created_at=now, origin=origin)
+                    store.write_plan(pipe, engine.start(snap, EngineEnv(now=now)))
                 await pipe.execute()
-                return child_id
+                break
             except WatchError:
                 continue
-    raise ServiceUnavailable(f"child {child_id} is too contended to create")
+        else:
+            raise ServiceUnavailable(f"child {child_id} is too contended to create")
+    if run is not None:
+        admitted = await control.admit(child_id)
+        if admitted.outcome == "refuse":  # cancel_newest, or a trigger's buffer: the step fails saying why
+            raise ChildRefused(f"child workflow {child_id} was not started: {admitted.reason}")
+    return child_id
 
 
 def child_outcome(child: Snapshot) -> tuple[str, dict[str, Any], str | None]:

@@ -32,7 +32,7 @@ def main() -> None:
     app = create_app(settings)  # raises ConfigError before binding when the config is unsafe
     tracing = tracing_setup.configure(
         settings.tracing, default_service="flow-gateway", redis_url=settings.redis.url, prefix=settings.redis.prefix,
-        redis_options=redisconn.credentials(settings.redis),
+        redis_options=redisconn.credentials(settings.redis), redis_section=settings.redis,
     )
     # Server-sent event streams never end by themselves: without a bound, a shutdown would wait for
     # every open stream (clients reconnect with Last-Event-ID to another gateway or this one restarted).

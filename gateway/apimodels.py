@@ -1,8 +1,11 @@
 """The answers of the HTTP API as pydantic models: what the OpenAPI document says each route returns.
 
 These describe, they do not build: the routes still assemble their JSON (``gateway.views`` and the
-route modules), and the fuzz pass (``tests/integration/test_openapi_fuzz.py``) checks every answer it
-provokes against these schemas. A model lists the fields a client can rely on; ``extra="allow"`` keeps
+route modules). Two tests hold them together: ``tests/unit/test_api_contract.py`` checks that the views
+send every field these models declare and nothing they do not (workflows with their steps, tasks and
+attempts; triggers), and that the SDK's models read only declared fields; the fuzz pass
+(``tests/integration/test_openapi_fuzz.py``) checks every answer it provokes against these schemas.
+Records and enums of the engine (``Origin``, ``TaskError``, the statuses) are used as they are. A model lists the fields a client can rely on; ``extra="allow"`` keeps
 an answer that carries more (a newer field, a step's free-form output) valid. Fields that may be
 ``null`` say so. Where an answer has no stable shape (the pool service's reports, a workflow's
 metrics), the model names the stable part and leaves the rest open.
@@ -13,6 +16,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from flowcore.models import StepStatus, WorkflowStatus
+from flowcore.pool_api import TaskError
+from flowcore.records import Origin, TaskStatus
+from flowcore.triggers import TriggerType
 
 Open = ConfigDict(extra="allow")
 
@@ -34,21 +42,117 @@ class Health(BaseModel):
     version: str | None = None
 
 
+Time = str | None  # ISO 8601 UTC with a Z (gateway.views.iso), or null
+
+
+class Attempt(BaseModel):
+    """An earlier attempt of a task (``TaskRecord.history``); times in epoch seconds."""
+
+    model_config = Open
+    attempt: int
+    error: TaskError | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    container_id: str | None = None
+
+
+class Task(BaseModel):
+    """One task of a step (``gateway.views.task_view``): a container run of a task, map item or replica."""
+
+    model_config = Open
+    index: int
+    status: TaskStatus
+    attempt: int
+    takeovers: int
+    queued_at: Time
+    run_at: Time = Field(description="Earliest start of a retry's attempt (its backoff), if any.")
+    started_at: Time
+    finished_at: Time
+    duration_s: float | None
+    exit_code: int | None
+    error: TaskError | None
+    log_tail: str
+    container_id: str | None
+    pooled: bool
+    mode: str | None
+    pool_key: str | None
+    pool_service: str | None
+    acquire_ms: float | None
+    exec_ms: float | None
+    cpu_time_s: float | None
+    peak_memory_bytes: int | None
+    attempts: list[Attempt]
+    waiting_on: str | None = Field(None, description="A queued task waiting for its step's concurrency key.")
+
+
+class Step(BaseModel):
+    """One step of a workflow (``gateway.views.step_view``)."""
+
+    model_config = Open
+    id: str
+    type: str
+    status: StepStatus
+    attempts: int
+    started_at: Time = Field(description="When the step became ready (the same as ready_at).")
+    finished_at: Time
+    duration_s: float | None
+    ready_at: Time
+    first_task_started_at: Time = Field(description="When a worker began its first task.")
+    run_duration_s: float | None = Field(description="From the first task's start to the step's end.")
+    output: Any
+    error: str | None
+    reason: str | None
+    total: int
+    succeeded: int
+    failed: int
+    failures: list[dict[str, Any]]
+    chosen: list[str] | None
+    wait: dict[str, Any] | None = Field(description="A durable wait: its kind, what it waits for, until when.")
+    waiting_on: str | None = None
+    tasks: list[Task] = Field(default_factory=list)
+
+
+class Edge(BaseModel):
+    model_config = Open
+    from_: str = Field(alias="from")
+    to: str
+    kind: Literal["dep", "control", "data"]
+    label: str
+
+
+class Graph(BaseModel):
+    """The edges the engine schedules by (``flowcore.dag.graph_edges``)."""
+
+    model_config = Open
+    edges: list[Edge]
+
+
 class Workflow(BaseModel):
-    """A workflow (``gateway.views.workflow_view``); the detail view adds steps, tasks, definition, graph."""
+    """A workflow (``gateway.views.workflow_view``); the detail view adds input, steps, definition, graph."""
 
     model_config = Open
     id: str
     name: str
-    status: str
-    created_at: str | None
-    started_at: str | None
-    finished_at: str | None
+    description: str | None = None
+    status: WorkflowStatus
+    created_at: Time
+    started_at: Time
+    finished_at: Time
     duration_s: float | None
     error: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict, description="The definition's config (flowcore.models).")
     labels: dict[str, Any] = Field(default_factory=dict)
-    origin: dict[str, Any]
+    origin: Origin
     step_count: int
+    queued_reason: str | None = Field(None, description="Flow control: why the run waits (status queued).")
+    estimated_start: Time = None
+    priority: int | None = None
+    admitted_at: Time = None
+    input: Any = None
+    steps: list[Step] | None = Field(None, description="Detail view only, in definition order.")
+    definition: dict[str, Any] | None = Field(None, description="Detail view only: the definition as stored.")
+    graph: Graph | None = Field(None, description="Detail view only.")
 
 
 class WorkflowPage(BaseModel):
@@ -72,6 +176,26 @@ class DeleteOutcome(BaseModel):
     skipped_running: int
     skipped_templates: int
     more: bool
+
+
+class Job(BaseModel):
+    """A container that ran tasks of a workflow (``GET /v1/workflows/{id}/jobs``)."""
+
+    model_config = Open
+    id: str
+    name: str
+    container_id: str
+    step_id: str | None = None
+    index: int | None = None
+    pooled: bool | None = None
+    mode: str | None = None
+    status: str | None = None
+
+
+class JobList(BaseModel):
+    model_config = Open
+    items: list[Job]
+    total: int
 
 
 class Items(BaseModel):
@@ -101,12 +225,26 @@ class CasAnswer(BaseModel):
 
 
 class Trigger(BaseModel):
+    """A trigger (``flowcore.triggers.trigger_view``); a webhook's secret is shown once, at creation."""
+
     model_config = Open
     id: str
     workflow_id: str
-    type: str
+    type: TriggerType
     name: str | None = None
     enabled: bool
+    cron_expression: str | None = None
+    timezone: str | None = None
+    input_data: Any = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    next_run: Time = None
+    last_run: Time = None
+    run_count: int = 0
+    last_workflow_id: str | None = None
+    skipped: dict[str, int] = Field(default_factory=dict, description="Fires skipped, by reason.")
+    skipped_count: int = 0
+    created_at: Time = None
+    webhook_url: str | None = Field(None, description="Webhook triggers: the path deliveries are posted to.")
 
 
 class TriggerList(BaseModel):
@@ -180,7 +318,7 @@ class Decision(BaseModel):
     workflow_id: str
     step_id: str
     decision: str
-    step: dict[str, Any]
+    step: Step
     workflow: Workflow
 
 

@@ -83,7 +83,7 @@ WORKFLOWS: tuple[Op, ...] = (
     Op("POST", "/v1/workflows/{workflow_id}/cancel", "Cancel a workflow.", {202: WORKFLOW}, errors=frozenset({409})),
     Op("POST", "/v1/workflows/{workflow_id}/retry", "Run a finished workflow again as a new one.",
        {201: Body(m.RetryAnswer, headers=LOCATION)}, errors=frozenset({409})),
-    Op("GET", "/v1/workflows/{workflow_id}/jobs", "The containers that ran its tasks.", {200: json_of(m.Items)}),
+    Op("GET", "/v1/workflows/{workflow_id}/jobs", "The containers that ran its tasks.", {200: json_of(m.JobList)}),
     Op("GET", "/v1/workflows/{workflow_id}/spans", "Its trace spans, oldest first.", {200: json_of(m.Spans)}),
     Op("GET", "/v1/workflows/{workflow_id}/metrics", "One workflow's metrics.", {200: json_of(m.WorkflowMetrics)}),
     Op("GET", "/v1/workflows/{workflow_id}/logs",
@@ -145,7 +145,8 @@ OBSERVE: tuple[Op, ...] = (
     Op("GET", "/v1/metrics/aggregate", "Totals, success rate, durations, pool efficiency.",
        {200: json_of(m.Aggregate)}, query=(DURATION_Q,)),
     Op("GET", "/v1/metrics/flow-control", "Flow-controlled starts by outcome.", {200: json_of(m.FlowControlCounts)}),
-    Op("GET", "/metrics", "Prometheus text format 0.0.4.", {200: Body(None, (TEXT,), "The exposition.")}),
+    Op("GET", "/metrics", "Prometheus text format 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it (ADR 020).",
+       {200: Body(None, (TEXT, "application/openmetrics-text"), "The exposition.")}),
 )
 
 SECRETS: tuple[Op, ...] = (

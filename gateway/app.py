@@ -16,6 +16,7 @@ from starlette.routing import Route
 from flowcore import pooltoken, redisconn, secretstore
 from flowcore.firing import Firing
 from flowcore.keyspace import Keyspace
+from flowcore.replica_ack import ReplicaAck
 from flowcore.settings import GatewaySettings
 from flowcore.state import StateStore
 from flowcore.store import WorkflowStore
@@ -27,9 +28,11 @@ from gateway.dashboard.sessions import SessionStore
 from gateway.errors import HANDLERS, RETRY_AFTER_S
 from gateway.middleware import BodyLimit, HostCheck, TokenAuth
 from gateway.pathids import check_path_ids
+from gateway.replica_ack import ReplicaAckMiddleware
 from gateway.routes import (
     approvals,
     intake,
+    kept,
     logs,
     metrics,
     pools,
@@ -56,6 +59,11 @@ async def healthz(request: Request) -> Response:
         body = {"status": "degraded", "redis": f"unreachable: {type(exc).__name__}"}
         return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
     return JSONResponse({"status": "ok", "redis": "ok", "version": API_VERSION})
+
+
+def replica_ack(settings: GatewaySettings) -> ReplicaAck:
+    """How many replicas must hold a write before the API acknowledges it (0: the master alone)."""
+    return ReplicaAck(settings.redis.min_replicas_ack, settings.redis.replica_ack_timeout_ms)
 
 
 def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Starlette:
@@ -103,6 +111,7 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
         *retention.routes,
         *state.routes,
         *pools.routes,
+        *kept.routes,
         *triggers.routes,
         *intake.routes,
         *logs.routes,
@@ -121,6 +130,8 @@ def create_app(settings: GatewaySettings, *, redis: Redis | None = None) -> Star
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(TokenAuth, book=auth.book, sessions=sessions, throttle=auth.throttle, trusted=auth.trusted),
             Middleware(MaskSecrets),
+            # Last (innermost): a write answered 2xx waits for FLOW_REDIS__MIN_REPLICAS_ACK replicas (ADR 021).
+            Middleware(ReplicaAckMiddleware, ack=replica_ack(settings), retry_after_s=RETRY_AFTER_S),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowcore import dag, waitrules
-from flowcore.records import Snapshot, StepRecord, TaskRecord, first_task_start
+from flowcore.records import Snapshot, StepRecord, TaskRecord, TaskStatus, first_task_start
 
 
 def iso(ts: float | None) -> str | None:
@@ -44,6 +44,8 @@ def task_view(task: TaskRecord) -> dict[str, Any]:
         "cpu_time_s": task.cpu_time_s,
         "peak_memory_bytes": task.peak_memory_bytes,
         "attempts": [a.model_dump(mode="json") for a in task.history],
+        # a queued task waiting for a slot of its step's concurrency key, and why (ADR 019)
+        "waiting_on": task.waiting_on if task.status == TaskStatus.QUEUED else None,
     }
 
 
@@ -73,6 +75,8 @@ def step_view(snap: Snapshot, rec: StepRecord, *, with_tasks: bool = True) -> di
         "failures": rec.failures,
         "chosen": rec.chosen,
         "wait": waitrules.wait_view(rec.wait),  # durable waits (ADR 012): what it waits for, until when
+        # the first of its tasks that waits for a slot of its concurrency key, and why (ADR 019)
+        "waiting_on": next((t.waiting_on for t in tasks if t.status == TaskStatus.QUEUED and t.waiting_on), None),
     }
     if with_tasks:
         body["tasks"] = [task_view(t) for t in tasks]

@@ -16,7 +16,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tracing = tracing_setup.configure(
         settings.tracing, default_service="flow-pool", redis_url=settings.redis.url, prefix=settings.redis.prefix,
-        redis_options=redisconn.credentials(settings.redis),
+        redis_options=redisconn.credentials(settings.redis), redis_section=settings.redis,
     )
     try:
         # No access-log line per task (a step's cost): tasks are in the records, traces and metrics.

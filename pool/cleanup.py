@@ -7,6 +7,8 @@
   ``keep_for_max_s``.
 - :func:`over_caps`: which kept containers go when one more is kept: the oldest first, until the pool
   key holds at most ``keep_max_per_pool`` and the service at most ``keep_max``.
+- :func:`gone_owners`: the pool services not seen for ``kept_owner_gone_s``, whose kept records anyone
+  may forget (the overall cap's index, :mod:`pool.keptindex`).
 - :func:`expired`, :func:`copy_path`: the sweep's choice and the check of a path asked to be copied.
 
 Everything here is plain data in, plain data out; :mod:`pool.kept` does the I/O.
@@ -15,7 +17,7 @@ Everything here is plain data in, plain data out; :mod:`pool.kept` does the I/O.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +67,16 @@ def over_caps(kept: Sequence[KeptInfo], *, keep_max: int, keep_max_per_pool: int
     excess = len(remaining) - keep_max
     doomed.extend(i.container_id for i in remaining[: max(0, excess)])
     return doomed
+
+
+def gone_owners(
+    owners: Iterable[str], seen_s: Mapping[str, float], *, now_s: float, gone_after_s: float, self_id: str
+) -> list[str]:
+    """The pool services (among ``owners`` of indexed kept containers, and those ever seen) not seen for
+    ``gone_after_s``: gone for good, so that others forget their records. Never ``self_id``. Sorted."""
+    candidates = set(owners) | set(seen_s)
+    cutoff_s = now_s - gone_after_s
+    return sorted(o for o in candidates if o != self_id and o and seen_s.get(o, float("-inf")) < cutoff_s)
 
 
 def expired(kept: Iterable[tuple[str, float]], now_s: float) -> list[str]:

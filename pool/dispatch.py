@@ -35,7 +35,7 @@ from pool import cleanup, contract, sizing
 from pool.containers import PooledContainer, safe_name, scratch_mounts
 from pool.errors import ChannelClosed, PoolWaitTimeout
 from pool.kept import Keeper
-from pool.keys import Kind, key_for, resolve_policy
+from pool.keys import Kind, PoolKey, key_for, resolve_policy
 from pool.manager import PoolManager
 from pool.records import ContainerRecorder
 from pool.runtime import LABEL_STEP, LABEL_TASK, LABEL_WORKFLOW, ContainerSpec
@@ -378,7 +378,8 @@ class Dispatcher:
         """A one-shot container: create, start, run, remove (the baseline; always works).
 
         Images with python3 run the task through a one-shot agent (the same contract as warm ones);
-        others run the wrapped command as the container's own process.
+        others run the wrapped command as the container's own process. A cleanup policy ``keep`` keeps
+        either kind instead of removing it (ADR 014): the agent's paused, the command's exited.
         """
         started = time.perf_counter()
         container_id: str | None = None
@@ -390,10 +391,14 @@ class Dispatcher:
                 except FlowError as exc:
                     return self._failed(request, ErrorKind.RUNTIME, exc.message, mode=DispatchMode.COLD)
                 running.container = container
+                kept = False
                 try:
                     raw = await self._run_agent(request, container, running)
+                    kept = await self._keep_cold(request, raw, container_id=container.container_id,
+                                                 name=container.name, key=key, agent=container)
                 finally:
-                    await self.manager.factory.destroy(container)
+                    if not kept:
+                        await self.manager.factory.destroy(container)
             container_id = container.container_id
         elif request.function is not None:
             return self._failed(
@@ -451,11 +456,11 @@ class Dispatcher:
         )
         if running.cancelled:
             return contract.RawOutcome(exit_code=None, cancelled=True), None
+        may_keep = self.keeper is not None and any(cleanup.may_keep(request.cleanup))
+        run = self.runtime.run_once_keep if may_keep else self.runtime.run_once
         try:
             async with self.manager.oneshot_slot():
-                res = await self.runtime.run_once(
-                    spec, request.timeout_s, running.log.feed if running.log is not None else None
-                )
+                res = await run(spec, request.timeout_s, running.log.feed if running.log is not None else None)
         except ImageNotFound:
             raise
         except FlowError as exc:
@@ -469,7 +474,34 @@ class Dispatcher:
             cancelled=running.cancelled,
             stdout_truncated=res.stdout_truncated,
         )
+        if may_keep and res.container_id is not None:
+            kept = await self._keep_cold(request, raw, container_id=res.container_id, name=name, key=key)
+            if not kept:
+                with contextlib.suppress(FlowError):
+                    await self.runtime.remove(res.container_id)
         return raw, res.container_id
+
+    async def _keep_cold(
+        self, request: TaskRequest, raw: contract.RawOutcome, *, container_id: str, name: str, key: PoolKey,
+        agent: PooledContainer | None = None,
+    ) -> bool:
+        """Keep a one-shot container when the cleanup policy says so (ADR 014); False: the caller removes it."""
+        if self.keeper is None:
+            return False
+        result = self._result(request, raw, mode=DispatchMode.COLD, pooled=False, container_id=container_id,
+                              pool_key=key.hash)
+        cancelled = result.error is not None and result.error.kind == ErrorKind.CANCELLED
+        if self._action(request, result.ok, cancelled) != "keep":
+            return False
+        try:
+            if agent is not None:
+                await self.keeper.keep(agent, request, result)
+            else:
+                await self.keeper.keep_exited(container_id, name, key, request, result)
+        except (FlowError, RedisError) as exc:
+            log.warning("cannot keep one-shot container %s: %s; removing it", container_id[:12], exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ results
     def _result(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import aiodocker
 import aiohttp
@@ -40,6 +40,8 @@ def _translate(what: str, *, image: str | None = None) -> Iterator[None]:
         raise
     except aiodocker.DockerError as exc:
         message = str(getattr(exc, "message", exc))
+        if exc.status == 900:  # aiodocker's code for a connection that failed (ADR 022)
+            raise ServiceUnavailable(f"{what}: the Docker engine cannot be reached ({message})") from exc
         if exc.status == 404:
             if image is not None and "image" in message.lower():
                 raise ImageNotFound(f"image not found: {image}", field="image") from exc
@@ -160,7 +162,7 @@ class DockerRuntime:
 
     async def image_exists(self, image: str) -> bool:
         try:
-            with _translate("inspect image", image=image):
+            with _translate("inspect image"):  # a plain NotFound (ImageNotFound is no NotFound)
                 await self._d.images.inspect(image)
         except NotFound:
             return False
@@ -229,22 +231,23 @@ class DockerRuntime:
     async def run_once(
         self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None = None
     ) -> ProcessResult:
-        # stdout is collected from the attached stream (bounded: a step that prints a gigabyte costs
-        # the pool MAX_STDOUT_BYTES); the container's log is read only if the stream did not drain.
-        out = bytearray()
-        cut = False
+        return await self._run_once(spec, timeout_s, on_output, leave=False)
 
-        def sink(stream: Literal["stdout", "stderr"], data: bytes) -> None:
-            nonlocal cut
-            if stream == "stdout":
-                room = MAX_STDOUT_BYTES - len(out)
-                cut = cut or len(data) > room
-                out.extend(data[: max(room, 0)])
-            if on_output is not None:
-                on_output(stream, data)
+    async def run_once_keep(
+        self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None = None
+    ) -> ProcessResult:
+        return await self._run_once(spec, timeout_s, on_output, leave=True)
 
+    async def _run_once(
+        self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None, *, leave: bool
+    ) -> ProcessResult:
+        # stdout is read from the container's log once it has exited (bounded: a step that prints a
+        # gigabyte costs the pool MAX_STDOUT_BYTES). The attached stream feeds live logs only: while
+        # dockerd sets it up it may repeat what was printed (the runtime contract test caught one run
+        # in 30 with its stdout doubled, ADR 022).
+        completed = False
         container_id = await self._create(spec)
-        attached = await self._attach(container_id, sink)
+        attached = await self._attach(container_id, on_output) if on_output is not None else None
         try:
             await self._start_created(container_id)
         except BaseException:
@@ -265,12 +268,10 @@ class DockerRuntime:
             if attached is not None:
                 await asyncio.wait({attached}, timeout=ATTACH_DRAIN_S)
             state = await self.inspect(container_id)
-            if attached is not None and attached.done():
-                stdout, truncated = bytes(out), cut
-            else:
-                stdout, truncated = await self._stdout_of(container_id)
+            stdout, truncated = await self._stdout_of(container_id)
             with _translate("read container logs"):
                 combined = "".join(await container.log(stdout=True, stderr=True, tail=str(TAIL_LINES)))
+            completed = True
             return ProcessResult(
                 exit_code=state.exit_code if state.exit_code is not None else -1,
                 stdout=stdout,
@@ -284,24 +285,33 @@ class DockerRuntime:
         finally:
             if attached is not None and not attached.done():
                 attached.cancel()
-            await self.remove(container_id)
+            if not (leave and completed):
+                await self.remove(container_id)
 
     async def _stdout_of(self, container_id: str) -> tuple[bytes, bool]:
-        """An exited container's stdout, at most MAX_STDOUT_BYTES of it, and whether there was more."""
+        """An exited container's stdout, at most MAX_STDOUT_BYTES of it, and whether there was more.
+
+        The log is read to its end, past the cap too (dropped): aiodocker's log stream never closes its
+        HTTP response, so leaving it early leaked one connection per truncated run (a ResourceWarning
+        in tests/integration/test_output_caps.py). Its end releases the connection."""
         out = bytearray()
+        cut = False
         with _translate("read container logs"):
             stream = self._d.containers.container(container_id).log(stdout=True, follow=True)
             try:
                 async for chunk in stream:
+                    if cut:
+                        continue
                     data = chunk.encode()
                     if len(out) + len(data) > MAX_STDOUT_BYTES:
                         out.extend(data[: MAX_STDOUT_BYTES - len(out)])
-                        return bytes(out), True
+                        cut = True
+                        continue
                     out.extend(data)
             finally:
                 with contextlib.suppress(Exception):
                     await stream.aclose()
-        return bytes(out), False
+        return bytes(out), cut
 
     async def exec(
         self,

@@ -34,8 +34,9 @@ from flowcore.errors import Conflict, FlowError, NotFound
 from flowcore.keyspace import Keyspace
 from flowcore.pool_api import ErrorKind, KeptContainer, TaskRequest, TaskResult
 from flowcore.settings import PoolSettings
-from pool import cleanup, keptfiles
+from pool import cleanup, keptfiles, keptindex
 from pool.containers import PooledContainer, safe_name
+from pool.keys import PoolKey
 from pool.redisio import aw as _aw
 from pool.runtime import LABEL_FLOW, LABEL_SERVICE, ContainerRuntime
 
@@ -94,18 +95,35 @@ class Keeper:
 
     # ------------------------------------------------------------------ keep
     async def keep(self, container: PooledContainer, request: TaskRequest, result: TaskResult) -> KeptContainer:
-        """Quarantine ``container`` (already out of its pool) for its policy's ``keep_for``."""
+        """Quarantine ``container`` (already out of its pool, or a one-shot agent container) for ``keep_for``."""
+        if container.channel is not None:
+            await container.channel.close()  # the agent stays, idle; nothing talks to it any more
+        shutil.rmtree(container.host_dir, ignore_errors=True)  # its socket directory: no longer needed
+        return await self._keep(container.container_id, container.name, container.key, request, result)
+
+    async def keep_exited(
+        self, container_id: str, name: str, key: PoolKey, request: TaskRequest, result: TaskResult
+    ) -> KeptContainer:
+        """Keep a one-shot container whose task was its main process (cold mode without python3).
+
+        It has exited: its logs stay readable, its tmpfs (the task's files) is gone, so copy-out answers 409.
+        """
+        return await self._keep(container_id, name, key, request, result)
+
+    async def _keep(
+        self, container_id: str, old_name: str, key: PoolKey, request: TaskRequest, result: TaskResult
+    ) -> KeptContainer:
         now_s = time.time()
         policy = request.cleanup or cleanup.DEFAULT_POLICY
         until_s = cleanup.keep_until_s(now_s, policy.keep_for_s, self.settings.keep_for_max_s)
-        suffix = container.name.rsplit("-", 1)[-1]
+        suffix = old_name.rsplit("-", 1)[-1]
         name = f"flow-{safe_name(self.settings.service_id)}{KEPT_MARK}{suffix}"
         if result.ok:
             reason = "kept on success (cleanup.on_success: keep)"
         else:
             reason = f"kept on failure (cleanup.on_failure: keep): {_failure(result)}"
         record = KeptContainer(
-            container_id=container.container_id,
+            container_id=container_id,
             name=name,
             service_id=self.settings.service_id,
             workflow_id=request.workflow_id,
@@ -117,23 +135,54 @@ class Keeper:
             reason=reason,
             error_kind=result.error.kind.value if result.error is not None else None,
             image=request.image,
-            pool_key=container.key.hash,
-            user=container.key.user,
+            pool_key=key.hash,
+            user=key.user,
             kept_at=_iso(now_s),
             expires_at=_iso(until_s),
             kept_at_s=now_s,
             expires_at_s=until_s,
         )
-        if container.channel is not None:
-            await container.channel.close()  # the agent stays, idle; nothing talks to it any more
-        shutil.rmtree(container.host_dir, ignore_errors=True)  # its socket directory: no longer needed
-        await self.runtime.rename(container.container_id, name)
-        record.status = await self._freeze(container.container_id)
+        await self.runtime.rename(container_id, name)
+        record.status = await self._freeze(container_id)
         await _aw(self.redis.hset(self._key, record.container_id, record.model_dump_json()))
-        log.info("kept container %s of %s/%s until %s", container.short_id, request.workflow_id, request.step_id,
+        log.info("kept container %s of %s/%s until %s", container_id[:12], request.workflow_id, request.step_id,
                  record.expires_at)
+        await self._index(record)
         await self.enforce_caps()
         return record
+
+    async def _index(self, record: KeptContainer, *, only_new: bool = False) -> None:
+        """Into the index of all services' kept containers; the overall cap's evictions of ours now."""
+        doomed = await keptindex.register(
+            self.redis, self.keys, record.container_id, self.settings.service_id, record.kept_at_s,
+            self.settings.keep_max_total, only_new=only_new,
+        )
+        for container_id, owner in doomed:
+            log.info("the overall cap on kept containers evicts %s of %s", container_id[:12], owner or "?")
+        await self.carry_out_evictions()
+
+    async def carry_out_evictions(self) -> int:
+        """Remove what the overall cap asked this service to remove (by any service, even before a restart)."""
+        doomed = await keptindex.evictions_for(self.redis, self.keys, self.settings.service_id)
+        for container_id in doomed:
+            await self._remove(container_id, "the overall cap on kept containers was reached (oldest first)")
+        return len(doomed)
+
+    async def reap_gone_services(self, now_s: float) -> list[str]:
+        """Forget the kept records of pool services not seen for ``kept_owner_gone_s`` (never their containers)."""
+        owners, seen = await keptindex.owners_and_seen(self.redis, self.keys)
+        gone = cleanup.gone_owners(
+            owners.values(), seen, now_s=now_s, gone_after_s=self.settings.kept_owner_gone_s,
+            self_id=self.settings.service_id,
+        )
+        reaped = []
+        for service_id in gone:
+            count = await keptindex.reap(self.redis, self.keys, service_id, now_s - self.settings.kept_owner_gone_s)
+            if count is not None:
+                log.warning("pool service %s was not seen for %.0f s: forgot its %d kept records", service_id,
+                            self.settings.kept_owner_gone_s, count)
+                reaped.append(service_id)
+        return reaped
 
     async def _freeze(self, container_id: str) -> str:
         try:
@@ -223,6 +272,7 @@ class Keeper:
             log.warning("cannot remove kept container %s: %s", container_id[:12], exc.message)
             return
         await _aw(self.redis.hdel(self._key, container_id))
+        await keptindex.forget(self.redis, self.keys, container_id)
         self._locks.pop(container_id, None)
         self.removed += 1
 
@@ -244,12 +294,15 @@ class Keeper:
 
     async def sweep(self) -> int:
         """Remove the expired, those of deleted workflows, and records whose container vanished."""
-        records = await self._all()
         now_s = time.time()
+        await keptindex.touch(self.redis, self.keys, self.settings.service_id, now_s)
+        evicted = await self.carry_out_evictions()
+        await self.reap_gone_services(now_s)
+        records = await self._all()
         doomed = set(cleanup.expired(((r.container_id, r.expires_at_s) for r in records), now_s))
         for container_id in doomed:
             await self._remove(container_id, "its keep_for is over")
-        count = len(doomed)
+        count = len(doomed) + evicted
         for record in records:
             if record.container_id in doomed:
                 continue
@@ -265,6 +318,7 @@ class Keeper:
                 await self.runtime.inspect(record.container_id)
             except NotFound:  # removed outside Agentainer Flow: forget it
                 await _aw(self.redis.hdel(self._key, record.container_id))
+                await keptindex.forget(self.redis, self.keys, record.container_id)
         return count
 
     # ------------------------------------------------------------------ restart
@@ -274,6 +328,7 @@ class Keeper:
         A container renamed as kept without a record cannot be described (or expired): it is removed.
         Returns the ids still kept, which no warm pool may adopt.
         """
+        await keptindex.touch(self.redis, self.keys, self.settings.service_id, time.time())  # before anyone reaps us
         records = {r.container_id: r for r in await self._all()}
         states = await self.runtime.list({LABEL_FLOW: "1", LABEL_SERVICE: self.settings.service_id})
         kept: set[str] = set()
@@ -287,6 +342,9 @@ class Keeper:
                 await self.runtime.remove(state.container_id)
         for container_id in set(records) - kept:
             await _aw(self.redis.hdel(self._key, container_id))
+            await keptindex.forget(self.redis, self.keys, container_id)
+        for container_id in kept:  # records of an older version, or whose indexing a crash cut short
+            await self._index(records[container_id], only_new=True)
         if kept:
             log.info("%d kept containers stay kept after the restart", len(kept))
         await self.sweep()

@@ -124,6 +124,12 @@ class ContainerRuntime(Protocol):
     ) -> ProcessResult:
         """Create, start, wait (killing on timeout), collect logs, remove; output also to ``on_output``."""
 
+    async def run_once_keep(
+        self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None = None
+    ) -> ProcessResult:
+        """As :meth:`run_once`, but a container whose run completed is left, exited, for the caller to keep
+        or remove (cleanup policy ``keep`` of one-shot containers, ADR 014); removed when the run failed."""
+
     async def exec(
         self,
         container_id: str,

@@ -48,7 +48,7 @@ def main() -> None:
     settings = SchedulerSettings()
     tracing = tracing_setup.configure(
         settings.tracing, default_service="flow-scheduler", redis_url=settings.redis.url, prefix=settings.redis.prefix,
-        redis_options=redisconn.credentials(settings.redis),
+        redis_options=redisconn.credentials(settings.redis), redis_section=settings.redis,
     )
     try:
         asyncio.run(_main(settings))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "agentainer-flow/python:3.11"
@@ -48,12 +49,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, tier))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class RedisServer:
     host: str
@@ -72,7 +67,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     if binary is None:
         pytest.fail("redis-server is not installed: run `make bootstrap` (installs Debian's redis-server)")
     data_dir = tmp_path_factory.mktemp("redis")
-    port = _free_port()
+    port = free_port()
     log_path = data_dir / "redis.log"
     proc = subprocess.Popen(
         [

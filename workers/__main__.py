@@ -20,7 +20,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     tracing = tracing_setup.configure(
         settings.tracing, default_service="flow-worker", redis_url=settings.redis.url, prefix=settings.redis.prefix,
-        redis_options=redisconn.credentials(settings.redis),
+        redis_options=redisconn.credentials(settings.redis), redis_section=settings.redis,
     )
     try:
         asyncio.run(_run(settings))

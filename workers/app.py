@@ -22,6 +22,7 @@ from flowcore.secretstore import SecretCipher, SecretStore, resolve_key
 from flowcore.settings import WorkerSettings
 from flowcore.store import RUN_TASK, WORKFLOW_DEADLINE, job_deserializer, job_serializer
 from flowcore.waitcommits import WAIT_JOB
+from workers.debounce_timer import close_on_time_forever
 from workers.flow_sweeper import sweep_forever
 from workers.pool_client import PoolClient
 from workers.reaper import reap_forever
@@ -79,10 +80,11 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
             reap_forever(runner, settings.reaper_interval_s, settings.claim_timeout_s)
         )
         ctx["flow_sweeper"] = asyncio.create_task(sweep_forever(runner.store, settings.reaper_interval_s))
+        ctx["debounce_timer"] = asyncio.create_task(close_on_time_forever(runner.store))  # ms resolution
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # Idempotent: the entrypoint calls it again when arq's own close failed half-way.
-        for name in ("reaper", "flow_sweeper"):
+        for name in ("reaper", "flow_sweeper", "debounce_timer"):
             await cancel_and_wait(ctx.pop(name, None))
         pool = ctx.pop("pool_client", None)
         if pool is not None:
@@ -95,6 +97,7 @@ def build_worker(settings: WorkerSettings, *, handle_signals: bool = True) -> Re
             func(wait_wake, name=WAIT_JOB, timeout=60, max_tries=1000),  # durable waits (ADR 012)
         ],
         redis_settings=redisconn.arq_settings(settings.redis),
+        redis_pool=redisconn.arq_pool(settings.redis),  # through Sentinel when configured (ADR 021), else None
         queue_name=keys.queue,
         poll_delay=settings.poll_delay_s,
         max_jobs=settings.max_jobs,

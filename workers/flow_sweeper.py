@@ -13,6 +13,7 @@ import logging
 
 from flowcore.admission_store import FlowControl
 from flowcore.debounce_store import Debouncer
+from flowcore.stepkey_store import StepKeys
 from flowcore.store import WorkflowStore
 from workers.resilience import REDIS_DOWN
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_forever(store: WorkflowStore, interval_s: float, grace_s: float = 5.0) -> None:
-    control, debouncer = FlowControl(store), Debouncer(store)
+    control, debouncer, slots = FlowControl(store), Debouncer(store), StepKeys(store)
     redis_down = False
     while True:
         try:
@@ -28,6 +29,9 @@ async def sweep_forever(store: WorkflowStore, interval_s: float, grace_s: float 
             done = await control.sweep_once(grace_s=grace_s)
             if done["admitted"] or done["started"] or done["released"] or done["evicted"]:
                 log.warning("flow-control sweep finished work a process left: %s", done)
+            keyed = await slots.sweep_once(grace_s=grace_s)  # step-level concurrency keys (ADR 019)
+            if keyed["released"] or keyed["unparked"]:
+                log.warning("step concurrency-key sweep finished work a process left: %s", keyed)
             redis_down = False
         except asyncio.CancelledError:
             raise

@@ -29,8 +29,10 @@ from flowcore.pool_api import ErrorKind, TaskError, TaskRequest, TaskResult
 from flowcore.records import Snapshot
 from flowcore.secretrefs import Redactor, redact_result
 from flowcore.secretstore import SecretStore, SecretUnavailable, run_ids
+from flowcore.stepkey_store import StepKeys
 from flowcore.store import WorkflowStore, task_job_id
 from flowcore.tracing_spans import StepAttempt
+from workers import stepslots
 from workers.pool_client import PoolClient
 from workers.resilience import Backoff
 from workers.routing import PoolRouter
@@ -58,6 +60,7 @@ class TaskRunner:
         self.redis = redis
         self.keys = keys
         self.store = WorkflowStore(redis, keys)
+        self.slots = StepKeys(self.store)  # step-level concurrency keys (ADR 019)
         self.pool = pool
         self.router = router
         self.lease_ttl_s = lease_ttl_s
@@ -88,9 +91,9 @@ class TaskRunner:
 
     async def run(self, wf_id: str, step_id: str, index: int, token: str, traceparent: str | None = None) -> str:
         """Claim the job's task and run it; then run each successor its completion claimed (ADR 010)."""
-        plan: Plan | None = await self.transact(
-            wf_id, lambda s, e: engine.claim(s, e, step_id, index, token), (step_id, index)
-        )
+        plan: Plan | None
+        # A step with a concurrency key: claimed holding a slot of it, or parked (ADR 019).
+        plan, held = await stepslots.claim(self, self.slots, wf_id, step_id, index, token)
         if plan is None or plan.request is None:
             return "stale"
         # The job's in-progress marker, renewed with the lease of whichever task the job runs.
@@ -100,9 +103,14 @@ class TaskRunner:
         ran = 0  # tasks this job ran; past fairness.RUN_NEXT_MAX the next successor queues (ADR 018)
         while True:
             ran += 1
-            plan, outcome = await self._run_claimed(
-                wf_id, *task, plan, traceparent, marker, claim_next=ran < fairness.RUN_NEXT_MAX
-            )
+            try:
+                plan, outcome = await self._run_claimed(
+                    wf_id, *task, plan, traceparent, marker, claim_next=ran < fairness.RUN_NEXT_MAX
+                )
+            finally:
+                if held is not None:  # the attempt ended, whatever its result: its slot goes (once)
+                    await asyncio.shield(stepslots.release(self.slots, held))
+                    held = None
             if plan is None or plan.claimed is None or plan.request is None:
                 return outcome
             task = (plan.claimed.step_id, plan.claimed.index, plan.claimed.token)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from agentainer_flow import Agent, Workflow, WorkflowClient
+from examples.agents.model import ModelEndpoint, relay
 from examples.images import reference
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +31,7 @@ DOCUMENT = HERE / "data" / "lighthouse.md"
 STEP_IMAGE = "agentainer-flow/python:3.11"
 AGENTS = (("planner", "planner"), ("worker-1", "worker"), ("worker-2", "worker"), ("reviewer", "reviewer"))
 MODULE = "agents_flow_steps"
+MODEL_AGENTS = ("planner", "reviewer")  # the kinds that consult the optional model
 
 
 def image(kind: str) -> str:
@@ -70,29 +73,42 @@ def definition(document: str | None = None, *, max_rounds: int = 3, max_sections
 
 
 async def run(
-    client: WorkflowClient, document: str | None = None, *, max_rounds: int = 3, timeout_s: float = 240
+    client: WorkflowClient, document: str | None = None, *, max_rounds: int = 3, timeout_s: float = 240,
+    model: ModelEndpoint | None = None,
 ) -> tuple[Workflow, dict[str, str]]:
     """Create the workflow, deploy the agents for it, run it; returns it and each agent's log.
 
-    The agents are removed at the end, also when the run fails or times out.
+    With ``model``, the planner and the reviewer consult it (through the workflow's state and a relay
+    here: ``model.py``); without, nothing of it runs. The agents are removed at the end, also when the
+    run fails or times out.
     """
     created = await client.submit(definition(document, max_rounds=max_rounds), start=False)
     agents: list[Agent] = []
     logs: dict[str, str] = {}
+    relaying: asyncio.Task[None] | None = None
     try:
         for name, kind in AGENTS:
+            env = {"AGENT_NAME": name}
+            if model is not None and kind in MODEL_AGENTS:
+                env.update(MODEL_RELAY="1", MODEL_TIMEOUT_S=str(model.timeout_s * 2))
             agents.append(
                 await client.deploy_agent(
-                    f"{name}-{created.id[-8:]}", image(kind), env_vars={"AGENT_NAME": name},
+                    f"{name}-{created.id[-8:]}", image(kind), env_vars=env,
                     memory_limit=128 * 1024 * 1024, workflow_id=created.id, step_id=kind,
                 )
             )
+        if model is not None:
+            relaying = asyncio.create_task(relay(client, created.id, model))
         execution = await client.start_workflow(created.id)
         wf = await execution.wait_for_completion(timeout=timeout_s)
         for (name, _), agent in zip(AGENTS, agents, strict=True):
             logs[name] = await client.get_agent_logs(agent.id)
         return wf, logs
     finally:
+        if relaying is not None:
+            relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relaying
         for agent in agents:
             with contextlib.suppress(Exception):
                 await client.remove_agent(agent.id)
@@ -115,8 +131,9 @@ def report(wf: Workflow, logs: dict[str, str]) -> str:
 
 
 async def main() -> None:
+    model = ModelEndpoint.from_env(os.environ)  # FLOW_EXAMPLE_MODEL_URL unset: no model (model.py)
     async with WorkflowClient() as client:
-        wf, logs = await run(client)
+        wf, logs = await run(client, model=model)
     print(report(wf, logs))
 
 

@@ -23,7 +23,7 @@ from flowcore.errors import InvalidInput
 from flowcore.records import Snapshot
 from gateway.bodies import parse_model, read_document
 from gateway.routes.workflows import store_of
-from gateway.views import workflow_view
+from gateway.views import step_view, workflow_view
 
 
 class DecisionIn(BaseModel):
@@ -56,7 +56,7 @@ async def _decide(request: Request, decision: waitrules.Decision) -> Response:
     plan = await store.transact(wf_id, decide)
     rec = plan.snap.steps[step_id]
     return JSONResponse(
-        {"workflow_id": wf_id, "step_id": step_id, "decision": decision, "step": rec.model_dump(mode="json"),
+        {"workflow_id": wf_id, "step_id": step_id, "decision": decision, "step": step_view(plan.snap, rec),
          "workflow": workflow_view(plan.snap)},
         status_code=200,
     )

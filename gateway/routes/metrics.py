@@ -1,5 +1,6 @@
 """Metrics: ``/v1/workflows/{id}/metrics``, ``/v1/metrics/history``, ``/v1/metrics/aggregate`` and the
-Prometheus text endpoint ``/metrics``.
+Prometheus endpoint ``/metrics`` (rendered by :mod:`gateway.prometheus` through ``prometheus_client``;
+its counters and histograms are the monotonic ones of :mod:`flowcore.counters`, ADR 020).
 
 The documents are computed by :mod:`flowcore.metrics` (definitions there and in docs/api.md) from
 records read by :mod:`flowcore.runs`. A window is read newest first and capped (``MAX_SCAN``
@@ -24,24 +25,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import metric_series, metrics, poolsigning
+from flowcore import counters, metric_series, metrics, poolsigning
 from flowcore.durations import parse_duration_s
 from flowcore.errors import InvalidInput, ServiceUnavailable
 from flowcore.keyspace import Keyspace
 from flowcore.models import WorkflowStatus
 from flowcore.runs import RunReader
+from flowcore.stepkey_store import step_key_counts
 from flowcore.store import WorkflowStore
 from gateway.bodies import query_int
-from gateway.prometheus import CONTENT_TYPE, Exposition
+from gateway.prometheus import FLOW_OUTCOMES, Exporter, Scrape, counter_fields
 
 MAX_SCAN = 2000  # workflows read for one aggregate
 MAX_TASKS = 10_000  # task records parsed for one aggregate (pool efficiency)
 MAX_WINDOW_S = 366 * 86400.0
 POOL_TIMEOUT_S = 1.0
-FLOW_OUTCOMES = ("admitted", "queued", "throttled", "refused", "skipped", "evicted", "debounced")
 POOL_STALE_S = 60.0  # registrations without a heartbeat for this long are reported down, not asked
-RECENT_S = 900.0  # /metrics step durations: steps of the workflows created in the last 15 minutes...
-RECENT_MAX = 200  # ...at most this many of them (a scrape every 15 s must stay cheap)
 
 
 def _duration_param(request: Request, default: str) -> tuple[str, float]:
@@ -150,28 +149,6 @@ async def _pool_services(request: Request, raw: dict[Any, Any], beats: list[Any]
     return list(zip(targets.keys(), reports, strict=True))
 
 
-def _pool_metrics(out: Exposition, services: list[tuple[str, dict[str, Any] | None]]) -> None:
-    for sid, report in services:
-        labels = {"service": sid}
-        out.gauge("flow_pool_service_up", "1 when the pool service answered GET /v1/pools.", 1 if report else 0, labels)
-        overall = report.get("overall") if report else None
-        if not isinstance(overall, dict):
-            continue
-        counters = {
-            "warm_hits": "Tasks served by an idle warm container.",
-            "cold_starts": "Tasks that waited for a container start (pool misses and one-shot runs).",
-            "queue_waits": "Tasks that waited for a busy pool to free a container.",
-            "tasks": "Tasks run by the pool service.",
-            "failures": "Tasks that ended unsuccessfully.",
-        }
-        for key, help_text in counters.items():
-            out.counter(f"flow_pool_{key}_total", f"{help_text} Since the pool service started.",
-                        metrics.finite(overall.get(key)), labels)
-        for state in ("busy", "idle"):
-            out.gauge("flow_pool_containers", "Pooled containers by state.", metrics.finite(overall.get(state)),
-                      {**labels, "state": state})
-
-
 def _flow_counts(raw: dict[Any, Any]) -> dict[str, Any]:
     """``{"totals": {outcome: n}, "by_workflow": {name: {outcome: n}}}`` from ``{p}:fc:counts`` (ADR 013)."""
     totals: dict[str, int] = dict.fromkeys(FLOW_OUTCOMES, 0)
@@ -186,29 +163,29 @@ def _flow_counts(raw: dict[Any, Any]) -> dict[str, Any]:
     return {"totals": totals, "by_workflow": by_name}
 
 
-def _flow_metrics(out: Exposition, raw: dict[Any, Any]) -> None:
-    help_text = (
-        "Flow-controlled starts by outcome (admitted, queued, throttled, refused, skipped, evicted, debounced) and"
-        " workflow name, since the store was created."
-    )
-    for name, outcomes in sorted(_flow_counts(raw)["by_workflow"].items()):
-        for outcome, count in outcomes.items():
-            out.counter("flow_starts_total", help_text, count, {"workflow": name, "outcome": outcome})
-
-
 async def flow_control_metrics(request: Request) -> Response:
     """Counts of flow-controlled starts by outcome, in all and per workflow name; runs waiting now."""
     keys: Keyspace = request.app.state.keys
     try:
         raw = await request.app.state.redis.hgetall(keys.fc_counts)
         waiting = await request.app.state.redis.zcard(keys.by_status(WorkflowStatus.QUEUED.value))
+        step_keys = await request.app.state.redis.hgetall(keys.sk_counts)
     except RedisError as exc:
         raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
-    return JSONResponse({**_flow_counts(raw), "queued_now": int(waiting)})
+    return JSONResponse({**_flow_counts(raw), "queued_now": int(waiting), "step_keys": step_key_counts(step_keys)})
+
+
+def _exporter(request: Request) -> Exporter:
+    """This app's exporter (its own registry: several apps may share a process), made on first use."""
+    exporter = getattr(request.app.state, "prometheus", None)
+    if not isinstance(exporter, Exporter):
+        exporter = request.app.state.prometheus = Exporter()
+    return exporter
 
 
 async def prometheus(request: Request) -> Response:
-    """Operators' metrics in the Prometheus text format (bearer token required)."""
+    """Operators' metrics through ``prometheus_client`` (ADR 020; bearer token required): the text format
+    0.0.4, or OpenMetrics when the ``Accept`` header asks for it."""
     redis = request.app.state.redis
     keys: Keyspace = request.app.state.keys
     now = time.time()
@@ -222,31 +199,27 @@ async def prometheus(request: Request) -> Response:
             pipe.hgetall(keys.pool_services)
             pipe.zrange(keys.pool_heartbeats, 0, -1, withscores=True)
             pipe.hgetall(keys.fc_counts)
+            pipe.zrange(keys.metric_names, 0, counters.MAX_WORKFLOW_LABELS - 1)
+            pipe.hgetall(keys.sk_counts)
             results = await pipe.execute()
+        n = len(WorkflowStatus)
+        counts, (queued, due, leases, registrations, beats, flow_counts, raw_names, sk_counts) = results[:n], results[n:]
+        names = [x.decode() if isinstance(x, bytes) else str(x) for x in raw_names]
+        fields = counter_fields(names)
+        values = await redis.hmget(keys.metric_counters, fields)
     except RedisError as exc:
         raise ServiceUnavailable(f"redis is unreachable: {exc}") from exc
-    n = len(WorkflowStatus)
-    counts, (queued, due, leases, registrations, beats, flow_counts) = results[:n], results[n:]
-    services, recent = await asyncio.gather(
-        _pool_services(request, registrations, beats, now),
-        _reader(request).window(now - RECENT_S, now, limit=RECENT_MAX, with_steps=True),
+    scrape = Scrape(
+        workflows={status.value: int(count) for status, count in zip(WorkflowStatus, counts, strict=True)},
+        queue_depth=int(queued), queue_ready=int(due), tasks_running=int(leases),
+        services=await _pool_services(request, registrations, beats, now),
+        flow_counts=_flow_counts(flow_counts)["by_workflow"],
+        step_keys=step_key_counts(sk_counts),
+        counters=counters.decode(dict(zip(fields, values, strict=True))),
+        names=names,
     )
-    out = Exposition()
-    for status, count in zip(WorkflowStatus, counts, strict=True):
-        out.gauge("flow_workflows", "Stored workflows by status.", int(count), {"status": status.value})
-    out.gauge("flow_queue_depth", "Jobs in the arq queue, deferred retries included.", int(queued))
-    out.gauge("flow_queue_ready", "Jobs in the arq queue that are due now.", int(due))
-    out.gauge("flow_tasks_running", "Tasks running under a lease.", int(leases))
-    help_text = (
-        f"Durations of the finished container steps of the workflows created in the last {RECENT_S / 60:g} "
-        f"minutes (at most {RECENT_MAX} workflows); a window, not a cumulative count."
-    )
-    durations = metrics.step_durations(recent.runs, now)
-    for step_type in ("sequential", "parallel", "map", "reduce"):
-        out.summary("flow_step_duration_seconds", help_text, durations.get(step_type, []), {"type": step_type})
-    _pool_metrics(out, services)
-    _flow_metrics(out, flow_counts)
-    return Response(out.render(), media_type=CONTENT_TYPE, headers={"cache-control": "no-store"})
+    body, content_type = _exporter(request).render(scrape, request.headers.get("accept"))
+    return Response(body, headers={"content-type": content_type, "cache-control": "no-store"})
 
 
 routes = [

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import httpx
+from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -71,8 +72,12 @@ def forwarded_path(raw_path: bytes) -> str:
 
 async def forward(request: Request) -> Response:
     """Forward to the pool service (pools: stats, resize, drain; agents: deploy, start, stop, logs...)."""
+    return await forward_to(request, request.app.state.settings.pool.url)
+
+
+async def forward_to(request: Request, base: str) -> Response:
+    """Forward to the pool service at ``base`` (the gateway's own, or the owner of a kept container)."""
     client: httpx.AsyncClient = request.app.state.pool_http
-    base: str = request.app.state.settings.pool.url
     url = f"{base.rstrip('/')}{forwarded_path(request.scope.get('raw_path') or request.url.path.encode())}"
     headers = {
         k: v
@@ -107,17 +112,15 @@ routes = [
     Route("/v1/pools/{rest:path}", forward, methods=METHODS),
     Route("/v1/agents", forward, methods=["GET", "POST"]),
     Route("/v1/agents/{rest:path}", forward, methods=METHODS),
-    Route("/v1/kept", forward, methods=["GET", "DELETE"]),
-    Route("/v1/kept/{rest:path}", forward, methods=["GET", "DELETE"]),
-]
+]  # /v1/kept: gateway.routes.kept (every pool service's kept containers)
 
 
 async def forget_kept(request: Request, workflow_id: str) -> None:
-    """A deleted workflow's kept containers go now (best effort: a pool service that is down, or
-    another one, removes them in its sweep once it sees the workflow record gone; ADR 014)."""
-    client: httpx.AsyncClient = request.app.state.pool_http
-    base: str = request.app.state.settings.pool.url
+    """A deleted workflow's kept containers go now, on every running pool service (best effort: one that
+    is down removes them in its sweep once it sees the workflow record gone; ADR 014)."""
+    from gateway.routes.kept import remove_everywhere  # that module forwards through this one
+
     try:
-        await client.delete(f"{base.rstrip('/')}/v1/kept", params={"workflow_id": workflow_id}, timeout=5.0)
-    except httpx.HTTPError as exc:
-        log.info("kept containers of %s: the pool service will sweep them (%s)", workflow_id, type(exc).__name__)
+        await remove_everywhere(request, workflow_id)
+    except RedisError as exc:  # the registrations are unreadable: the sweeps will do it
+        log.info("kept containers of %s: the pool services will sweep them (%s)", workflow_id, type(exc).__name__)

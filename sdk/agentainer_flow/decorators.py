@@ -64,6 +64,7 @@ class StepSpec:
     mode: str | None = None
     continue_on_error: bool = False
     workdir: str | None = None
+    concurrency: dict[str, Any] | None = None  # a key per task and a limit per key (the server's ADR 019)
 
 
 @dataclass
@@ -88,6 +89,19 @@ class WorkflowSpec:
 def _check_timeout(value: Any, name: str) -> None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
         raise ValidationError(f"{name} must be positive, got {value!r}", field=name)
+
+
+def _check_step_concurrency(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or not isinstance(value.get("key"), str) or not value["key"]:
+        raise ValidationError(
+            "concurrency is a dict such as {'key': 'payments:{input.customer}', 'limit': 2}", field="concurrency"
+        )
+    limit = value.get("limit", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError(f"concurrency limit must be a whole number of at least 1, got {limit!r}",
+                              field="concurrency.limit")
 
 
 @overload
@@ -119,6 +133,7 @@ def step(
     mode: str | None = None,
     continue_on_error: bool = False,
     workdir: str | None = None,
+    concurrency: dict[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 def step(fn: Any = None, /, **options: Any) -> Any:
     """Mark a method ``def name(self, ctx)`` (or ``async def``) as a step of its ``@workflow`` class.
@@ -136,6 +151,9 @@ def step(fn: Any = None, /, **options: Any) -> Any:
     - ``command``: run this command instead of the method body; ``env``, ``workdir``, ``network``
       (``"none"`` by default, ``"host"`` to reach 127.0.0.1), ``input`` (JSON with ``{"$path": ...}``
       templates), ``output`` (``"json"``/``"text"``, command steps), ``mode``, ``continue_on_error``.
+    - ``concurrency``: ``{"key": "payments:{input.customer}", "limit": 2}``: at most ``limit`` tasks whose
+      key has the same value run at once, across all workflows; the others wait for a slot, holding no
+      worker (a map's key may read its ``item``).
     """
     if fn is not None:
         if not callable(fn):
@@ -157,6 +175,7 @@ def step(fn: Any = None, /, **options: Any) -> Any:
         )
     if kind == "map" and options.get("items") is None:
         raise ValidationError("a map step needs items= (a path or the name of the step listing them)", field="items")
+    _check_step_concurrency(options.get("concurrency"))
     spec = StepSpec(**options)
 
     def decorate(method: F) -> F:

@@ -188,7 +188,7 @@ def _step_body(ps: PlannedStep, wf: WorkflowSpec, function: dict[str, Any] | Non
         "tolerated_failures": spec.tolerated_failures, "tolerated_failure_percent": spec.tolerated_failure_percent,
         "retry": retry, "timeout": spec.timeout, "resources": spec.resources, "pool": pool, "env": spec.env,
         "input": spec.input, "output": spec.output, "network": spec.network, "mode": spec.mode,
-        "workdir": spec.workdir,
+        "workdir": spec.workdir, "concurrency": spec.concurrency,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if spec.continue_on_error:

@@ -119,6 +119,7 @@ class Task(_Reader):
     exec_ms: float | None = None
     cpu_time_s: float | None = None  # user + system CPU seconds; None where not measured
     peak_memory_bytes: int | None = None  # peak resident memory
+    waiting_on: str | None = None  # queued for a slot of its step's concurrency key, and why
 
     def __repr_args__(self) -> ReprArgs:
         error = _short(error_text(self.error)) if self.error else None
@@ -145,6 +146,7 @@ class Step(_Reader):
     failures: Any = None
     chosen: Any = None
     wait: Any = None  # a durable wait: its kind, what it waits for, until when, a child run's id
+    waiting_on: str | None = None  # a task of it waits for a slot of its concurrency key, and why
     tasks: list[Task] = Field(default_factory=list)
 
     @property

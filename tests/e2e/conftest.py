@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,10 @@ import pytest
 import redis
 
 from tests.e2e.chromium import Browser, Page, find_chromium
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "default-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

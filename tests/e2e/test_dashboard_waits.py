@@ -34,6 +34,31 @@ def test_approve_from_the_workflow_page(page: Page, stack: Stack, client) -> Non
     assert page.js_errors() == []
 
 
+def test_a_live_update_does_not_take_the_comment_field_from_under_the_cursor(
+    page: Page, stack: Stack, client  # noqa: F811
+) -> None:
+    """Another step finishes while someone types a comment: the page updates (the steps table), but the
+    field keeps its focus and its text, and the decision carries the comment."""
+    wf_id = submit(client, {"name": "dashboard-typing", "steps": [
+        {"id": "sign-off", "type": "approval", "message": "go?"},
+        {"id": "tick", "type": "sleep", "duration": 2},
+    ]})
+    wait_step(client, wf_id, "sign-off", "running")
+    log_in(page, stack, f"/ui/workflows/{wf_id}")
+    page.wait_for("!!document.querySelector('#approve-btn')", "the approve button")
+    page.type("#approval-comment", "half a tho")
+    page.wait_for("document.querySelector('tr[data-step-id=\"tick\"]')?.dataset.status === 'succeeded'",
+                  "the other step's live update")
+    assert page.evaluate("document.activeElement && document.activeElement.id") == "approval-comment"
+    page.send("Input.insertText", {"text": "ught"})
+    assert page.evaluate("document.querySelector('#approval-comment').value") == "half a thought"
+    page.click("#approve-btn")
+    body = wait(client, wf_id, 30)
+    out = next(s for s in body["steps"] if s["id"] == "sign-off")["output"]
+    assert out["comment"] == "half a thought", brief(body)
+    assert page.js_errors() == []
+
+
 def test_a_child_run_links_to_its_parent_and_back(page: Page, stack: Stack, client) -> None:  # noqa: F811
     tpl = submit(client, {"name": "dash-child", "steps": [{"id": "nap", "type": "sleep", "duration": 0}]}, start=False)
     parent = submit(client, {"name": "dash-parent", "steps": [{"id": "kid", "type": "workflow", "workflow": tpl}]})

@@ -15,6 +15,7 @@ from agentainer_flow.events import ServerEvent, SSEParser
 from tests.e2e.conftest import Stack
 from tests.e2e.flowhttp import brief, step, submit, wait
 from tests.unit.test_exposition import check_exposition
+from tests.unit.test_exposition import samples as parse_samples
 
 
 @pytest.fixture
@@ -114,8 +115,19 @@ def test_history_includes_running_workflows_and_aggregates_add_up(client: httpx.
 
 
 def test_prometheus_text_of_the_stack(client: httpx.Client, stack: Stack) -> None:
+    def totals(text: str) -> dict[str, float]:  # counters summed over their labels (ADR 020)
+        v = parse_samples(text)
+        return {name: sum(x for (n, _), x in v.items() if n == name)
+                for name in ("flow_workflows_finished_total", "flow_tasks_total", "flow_step_duration_seconds_count",
+                             "flow_workflow_duration_seconds_count", "flow_task_duration_seconds_count")}
+
+    before = totals(client.get("/metrics").text)
     finished(client, {"name": "m-prom", "steps": [step("p", "print(json.dumps(1))")]}, "completed")
     r = client.get("/metrics")
+    after = totals(r.text)
+    assert all(after[k] >= before[k] + 1 for k in before), (before, after)
+    om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text") and om.text.endswith("# EOF\n")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
     check_exposition(r.text)
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines() if not line.startswith("#")}

@@ -64,6 +64,9 @@ async def test_an_approver_token_approves_and_who_when_and_the_comment_are_recor
         wf = await _waiting(api)
         r = await api.post(f"/v1/workflows/{wf}/steps/ok/approve", json={"comment": "LGTM"}, headers=bearer(APPROVER))
         assert r.status_code == 200, r.text
+        answer = r.json()["step"]  # the step as GET shows it: ISO times, and never the wait's token
+        assert answer["status"] == "succeeded" and answer["finished_at"].endswith("Z")
+        assert "token" not in answer["wait"] and "token" not in r.json()["workflow"]["steps"][0]["wait"]
         out = (await _step(api, wf, "ok"))["output"]
         assert out["approved"] is True and out["by"] == "token:release-managers" and out["comment"] == "LGTM"
         assert out["at"] > 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,16 +18,11 @@ from agentainer_flow.events import ServerEvent, SSEParser
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
 from tests.integration.driver import Worker, ok
+from tests.ports import free_port
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
 CHAIN = [{"id": "a", **STEP}, {"id": "b", "depends_on": ["a"], **STEP}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 Serve = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
-from tests.gateway_client import gateway_client
+from tests.gateway_client import gateway_api
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
@@ -23,11 +23,8 @@ STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "pr
 
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = GatewaySettings(redis={"url": redis_url}, max_body_bytes=64 * 1024)
-    conn = Redis.from_url(redis_url)
-    async with gateway_client(settings, conn) as client:
+    async with gateway_api(redis_url, max_body_bytes=64 * 1024) as client:
         yield client
-    await conn.aclose()
 
 
 async def create(api: httpx.AsyncClient, body: dict[str, Any], start: bool = False) -> dict[str, Any]:

@@ -15,9 +15,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from flowcore.settings import GatewaySettings
 from flowcore.signatures import SignaturePreset, WebhookAuth, sign
-from tests.gateway_client import gateway_client
+from tests.gateway_client import gateway_api
 
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
 YAML = {"content-type": "application/yaml"}
@@ -30,11 +29,8 @@ BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".jo
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     # The pool URL points nowhere: a forwarded request that passes the checks answers 503.
-    settings = GatewaySettings(redis={"url": redis_url}, max_body_bytes=512 * 1024, pool={"url": "http://127.0.0.1:9"})
-    conn = Redis.from_url(redis_url)
-    async with gateway_client(settings, conn) as client:
+    async with gateway_api(redis_url, max_body_bytes=512 * 1024, pool={"url": "http://127.0.0.1:9"}) as client:
         yield client
-    await conn.aclose()
 
 
 async def timed(request: Any) -> tuple[httpx.Response, float]:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from flowcore.keyspace import Keyspace
 from gateway.routes import metrics as metrics_routes
 from tests.integration.driver import Worker, failed, ok
-from tests.unit.test_exposition import check_exposition
+from tests.unit.test_exposition import check_exposition, samples
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
@@ -186,20 +186,23 @@ async def test_prometheus_text(api: httpx.AsyncClient, conn: Redis) -> None:
     r = await api.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     types = check_exposition(r.text)
-    assert types["flow_workflows"] == "gauge" and types["flow_step_duration_seconds"] == "summary"
-    lines = set(r.text.splitlines())
-    assert {'flow_workflows{status="completed"} 1', 'flow_workflows{status="running"} 1',
-            'flow_workflows{status="pending"} 1', 'flow_workflows{status="failed"} 0'} <= lines
+    assert types["flow_workflows"] == "gauge" and types["flow_step_duration_seconds"] == "histogram"
+    v = samples(r.text)
+    assert v[("flow_workflows", (("status", "completed"),))] == 1 and v[("flow_workflows", (("status", "running"),))] == 1
+    assert v[("flow_workflows", (("status", "pending"),))] == 1 and v[("flow_workflows", (("status", "failed"),))] == 0
     # the driver never takes jobs off the arq queue: all three dispatches are still there
     queued = await conn.zcard(KEYS.queue)
-    assert queued == 3 and f"flow_queue_depth {queued}" in lines and f"flow_queue_ready {queued}" in lines
-    assert "flow_tasks_running 0" in lines
-    assert 'flow_step_duration_seconds_count{type="sequential"} 2' in lines
-    assert {'flow_pool_service_up{service="dead"} 0', 'flow_pool_service_up{service="stale"} 0'} <= lines
+    assert queued == 3 and v[("flow_queue_depth", ())] == queued and v[("flow_queue_ready", ())] == queued
+    assert v[("flow_tasks_running", ())] == 0
+    assert v[("flow_step_duration_seconds_count", (("type", "sequential"),))] == 2
+    assert v[("flow_tasks_total", (("outcome", "succeeded"), ("type", "sequential")))] == 2
+    assert v[("flow_workflows_finished_total", (("status", "completed"), ("workflow", "done")))] == 1
+    assert v[("flow_pool_service_up", (("service", "dead"),))] == 0 and v[("flow_pool_service_up", (("service", "stale"),))] == 0
     assert (await api.get("/metrics", headers={"Authorization": ""})).status_code == 401
 
 
 async def test_prometheus_without_registered_pools_reports_the_configured_one(api: httpx.AsyncClient) -> None:
     r = await api.get("/metrics")
-    assert r.status_code == 200 and 'flow_pool_service_up{service="default"} 0' in r.text.splitlines()
-    assert 'flow_step_duration_seconds_count{type="sequential"} 0' in r.text.splitlines()
+    v = samples(r.text)
+    assert r.status_code == 200 and v[("flow_pool_service_up", (("service", "default"),))] == 0
+    assert v[("flow_step_duration_seconds_count", (("type", "sequential"),))] == 0

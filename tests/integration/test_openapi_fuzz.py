@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -50,6 +49,7 @@ from schemathesis.specs.openapi.checks import (
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
 from tests.conftest import RedisServer
+from tests.ports import free_port
 
 TOKEN = "fuzz-admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -57,12 +57,6 @@ EXAMPLES_PER_OPERATION = 100
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance, response_headers_conformance]
 EXCLUDED = {("GET", "/v1/events")}
 HEAVY = {("POST", "/v1/workflows")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:

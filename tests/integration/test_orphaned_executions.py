@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,14 +25,9 @@ from flowcore.settings import PoolSettings
 from pool.app import create_app
 from pool.services import PoolServices
 from tests.pool_fixtures import make_task, pool, pool_headers, pool_settings, work_dir  # noqa: F401
+from tests.ports import free_port
 
 AGENT = DispatchMode.AGENT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

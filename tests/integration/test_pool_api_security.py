@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +39,7 @@ from tests.pool_fixtures import (  # noqa: F401
     service_containers,
     work_dir,
 )
+from tests.ports import free_port
 from workers.pool_client import PoolClient
 from workers.routing import PoolRouter
 
@@ -287,12 +287,6 @@ async def test_a_forged_registration_is_never_chosen(
 
 
 # ---- the stack's own clients carry the token ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -11,13 +11,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from redis.asyncio import Redis
 
 from flowcore import tracing
 from flowcore.keyspace import Keyspace
-from flowcore.settings import GatewaySettings
 from flowcore.tracing_store import RedisSpanExporter
-from tests.gateway_client import gateway_client
+from tests.gateway_client import gateway_api
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"id": "a", "image": "agentainer-flow/python:3.11", "command": ["true"]}
@@ -25,10 +23,8 @@ STEP = {"id": "a", "image": "agentainer-flow/python:3.11", "command": ["true"]}
 
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    conn = Redis.from_url(redis_url)
-    async with gateway_client(GatewaySettings(redis={"url": redis_url}), conn) as client:
+    async with gateway_api(redis_url) as client:
         yield client
-    await conn.aclose()
 
 
 def make_spans(wf_id: str, count: int) -> list[ReadableSpan]:

@@ -14,11 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
-from flowcore.settings import GatewaySettings
 from flowcore.signatures import SignaturePreset, WebhookAuth, sign
-from tests.gateway_client import gateway_client
+from tests.gateway_client import gateway_api
 
 AUTH = {"Authorization": "Bearer default-token"}
 STEP = {"image": "agentainer-flow/python:3.11", "command": ["python3", "-c", "print(1)"]}
@@ -27,11 +25,8 @@ TEMPLATE = {"name": "on-upload", "input": {"mode": "full"}, "steps": [{"id": "a"
 
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = GatewaySettings(redis={"url": redis_url}, max_body_bytes=512 * 1024)
-    conn = Redis.from_url(redis_url)
-    async with gateway_client(settings, conn) as client:
+    async with gateway_api(redis_url, max_body_bytes=512 * 1024) as client:
         yield client
-    await conn.aclose()
 
 
 async def template(api: httpx.AsyncClient) -> str:

@@ -1,4 +1,5 @@
-"""The Prometheus text format writer (gateway.prometheus) and the SSE frame helpers (gateway.routes.stream)."""
+"""/metrics through prometheus_client (gateway.prometheus: collectors over a scrape, ADR 020) and the SSE
+frame helpers (gateway.routes.stream)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import re
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
 
+from flowcore import counters as c
 from flowcore.errors import InvalidInput
-from gateway.prometheus import Exposition, escape_label
+from gateway.prometheus import Exporter, Scrape
 from gateway.routes.stream import decode_entry, frame, parse_cursor
 
 # One sample line of the text format 0.0.4: name, optional labels, a number.
@@ -31,39 +35,96 @@ def check_exposition(text: str) -> dict[str, str]:
             types[name] = kind
         else:
             assert SAMPLE.match(line), line
-            assert line.startswith(current), (line, current)
-            assert "NaN" not in line and "Inf" not in line
+            assert line.startswith(current.removesuffix("_total")), (line, current)
+            assert "NaN" not in line and "Inf" not in line.replace('le="+Inf"', "")
     return types
 
 
-def test_gauges_counters_and_summaries_render_in_the_text_format() -> None:
-    out = Exposition()
-    out.gauge("flow_workflows", "By status.", 3, {"status": "running"})
-    out.gauge("flow_workflows", "By status.", 0, {"status": "failed"})
-    out.counter("flow_pool_warm_hits_total", "Hits.", 12, {"service": 'a"b\\c\nd'})
-    out.gauge("flow_dropped", "Not finite values are left out.", float("nan"))
-    out.summary("flow_step_duration_seconds", "Durations.", [0.5, 1.5, 3.0], {"type": "map"})
-    out.summary("flow_step_duration_seconds", "Durations.", [], {"type": "reduce"})
-    text = out.render()
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``(sample name, sorted labels) -> value`` of an exposition, parsed by prometheus_client."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def scrape(**over: object) -> Scrape:
+    counters = {
+        "task|map|succeeded": 7, "task|map|failed": 1, "retry|map": 2,
+        "td|map|b0": 3, "td|map|b7": 5, "td|map|sum_ms": 5015,
+        "sd|sequential|b8": 2, "sd|sequential|sum_ms": 4000,
+        "wf|completed": 5, "wf|completed|alpha": 3, "wf|failed": 1,
+        "wd|b4": 4, "wd|b15": 1, "wd|sum_ms": 100_000, "wd|alpha|b4": 3, "wd|alpha|sum_ms": 3000,
+    }
+    base = Scrape(
+        workflows={"running": 3, "failed": 0}, queue_depth=4, queue_ready=2, tasks_running=1,
+        services=[("p1", {"overall": {"warm_hits": 12, "cold_starts": 1, "tasks": 13, "busy": 1, "idle": 2,
+                                      "failures": float("nan")}}), ("down", None)],
+        flow_counts={"alpha": {"refused": 2, "admitted": 1}}, counters=counters, names=["alpha", "beta"],
+    )
+    for key, value in over.items():
+        setattr(base, key, value)
+    return base
+
+
+def test_collectors_render_gauges_counters_and_histograms() -> None:
+    body, content_type = Exporter().render(scrape())
+    text = body.decode()
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     types = check_exposition(text)
-    assert types == {"flow_workflows": "gauge", "flow_pool_warm_hits_total": "counter", "flow_dropped": "gauge",
-                     "flow_step_duration_seconds": "summary"}
-    assert 'flow_workflows{status="running"} 3\n' in text
-    assert 'flow_pool_warm_hits_total{service="a\\"b\\\\c\\nd"} 12' in text
-    assert 'flow_step_duration_seconds{type="map",quantile="0.5"} 1.5' in text
-    assert 'flow_step_duration_seconds_sum{type="map"} 5' in text and 'flow_step_duration_seconds_count{type="map"} 3' in text
-    assert 'flow_step_duration_seconds_count{type="reduce"} 0' in text
-    assert 'type="reduce",quantile' not in text  # no quantile of nothing
-    assert "\nflow_dropped " not in text
+    assert types["flow_workflows"] == "gauge" and types["flow_tasks_total"] == "counter"
+    assert types["flow_step_duration_seconds"] == "histogram" and types["flow_workflow_duration_seconds"] == "histogram"
+    v = samples(text)
+    assert v[("flow_workflows", (("status", "running"),))] == 3 and v[("flow_queue_depth", ())] == 4
+    assert v[("flow_queue_ready", ())] == 2 and v[("flow_tasks_running", ())] == 1
+    assert v[("flow_tasks_total", (("outcome", "succeeded"), ("type", "map")))] == 7
+    assert v[("flow_tasks_total", (("outcome", "succeeded"), ("type", "reduce")))] == 0
+    assert v[("flow_task_retries_total", (("type", "map"),))] == 2
+    # cumulative buckets: 3 at le=0.005, 8 from le=1.0 on, _count = the +Inf bucket
+    assert v[("flow_task_duration_seconds_bucket", (("le", "0.005"), ("type", "map")))] == 3
+    assert v[("flow_task_duration_seconds_bucket", (("le", "0.5"), ("type", "map")))] == 3
+    assert v[("flow_task_duration_seconds_bucket", (("le", "1.0"), ("type", "map")))] == 8
+    assert v[("flow_task_duration_seconds_bucket", (("le", "+Inf"), ("type", "map")))] == 8
+    assert v[("flow_task_duration_seconds_count", (("type", "map"),))] == 8
+    assert v[("flow_task_duration_seconds_sum", (("type", "map"),))] == 5.015
+    assert v[("flow_step_duration_seconds_count", (("type", "sequential"),))] == 2
+    # names: alpha has its own series, beta (labelled, nothing yet) zeros, the rest is other
+    assert v[("flow_workflows_finished_total", (("status", "completed"), ("workflow", "alpha")))] == 3
+    assert v[("flow_workflows_finished_total", (("status", "completed"), ("workflow", "beta")))] == 0
+    assert v[("flow_workflows_finished_total", (("status", "completed"), ("workflow", "other")))] == 2
+    assert v[("flow_workflows_finished_total", (("status", "failed"), ("workflow", "other")))] == 1
+    assert v[("flow_workflow_duration_seconds_count", (("workflow", "alpha"),))] == 3
+    assert v[("flow_workflow_duration_seconds_count", (("workflow", "other"),))] == 2
+    assert v[("flow_workflow_duration_seconds_sum", (("workflow", "other"),))] == 97.0
+    # pool services: a NaN counter is left out, a service that did not answer is down
+    assert v[("flow_pool_service_up", (("service", "p1"),))] == 1 and v[("flow_pool_service_up", (("service", "down"),))] == 0
+    assert v[("flow_pool_warm_hits_total", (("service", "p1"),))] == 12
+    assert ("flow_pool_failures_total", (("service", "p1"),)) not in v
+    assert v[("flow_pool_containers", (("service", "p1"), ("state", "idle")))] == 2
+    assert v[("flow_starts_total", (("outcome", "refused"), ("workflow", "alpha")))] == 2
 
 
-def test_names_are_checked() -> None:
-    out = Exposition()
-    with pytest.raises(ValueError):
-        out.gauge("flow-bad", "x", 1)
-    with pytest.raises(ValueError):
-        out.gauge("flow_ok", "x", 1, {"bad-label": "v"})
-    assert escape_label("plain") == "plain"
+def test_openmetrics_when_asked_and_apps_do_not_share_a_registry() -> None:
+    one, two = Exporter(), Exporter()
+    assert one.registry is not two.registry
+    body, content_type = one.render(scrape(), "application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(text)}
+    assert families["flow_tasks"].type == "counter" and families["flow_workflow_duration_seconds"].type == "histogram"
+    # collectors only read inside render: a stray collect is an error, not stale data
+    with pytest.raises(RuntimeError):
+        list(one.registry.collect())
+
+
+def test_an_empty_store_renders_zeros_not_gaps() -> None:
+    v = samples(Exporter().render(Scrape())[0].decode())
+    for t in c.CONTAINER_TYPES:
+        assert v[("flow_step_duration_seconds_count", (("type", t),))] == 0
+        assert v[("flow_step_duration_seconds_bucket", (("le", "+Inf"), ("type", t)))] == 0
+    assert v[("flow_workflows_finished_total", (("status", "completed"), ("workflow", "other")))] == 0
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,8 @@ export function render(main, { id }) {
     const row = stepsBody.querySelector(`tr[data-step-id="${CSS.escape(stepId)}"]`);
     if (row) {
       row.dataset.status = current;
-      clear(row.children[2]).append(badge(current));
+      const waiting = step ? step.waiting_on : (stepOf(stepId) || {}).waiting_on;
+      clear(row.children[2]).append(badge(current), waitingOn(waiting));
     }
   }
 
@@ -92,6 +93,11 @@ export function render(main, { id }) {
     clear(sub).append(...parts.flat(2).filter((part) => part !== null && part !== undefined && part !== ""));
   }
 
+  // A task waiting for a slot of its step's concurrency key says so (ADR 019); "" when it does not wait.
+  function waitingOn(reason) {
+    return reason ? h("span", { class: "muted small waiting-on", title: reason, text: ` ${reason}` }) : "";
+  }
+
   function renderSteps(wf) {
     clear(stepsBody);
     for (const st of wf.steps) {
@@ -99,7 +105,7 @@ export function render(main, { id }) {
       const tasks = st.total ? `${st.succeeded || 0}/${st.total}${st.failed ? ` (${st.failed} failed)` : ""}` : (st.tasks || []).length || "";
       const row = h("tr", { class: `clickable${st.id === view.selected ? " selected" : ""}`, dataset: { stepId: st.id, status },
         onclick: () => selectStep(st.id) },
-      h("td", { class: "mono", text: st.id }), h("td", { text: st.type }), h("td", {}, badge(status)),
+      h("td", { class: "mono", text: st.id }), h("td", { text: st.type }), h("td", {}, badge(status), waitingOn(st.waiting_on)),
       h("td", { class: "num", text: String(st.attempts || 0) }), h("td", { class: "num", text: String(tasks) }),
       h("td", { class: "num", text: fmtDuration(st.duration_s), title: "from when the step became ready" }),
       h("td", { class: "num", text: fmtDuration(st.run_duration_s), title: "from when its first task started" }));
@@ -140,6 +146,11 @@ export function render(main, { id }) {
   function renderDetail() {
     const st = stepOf(view.selected);
     if (!st) return;
+    // Someone is typing an approval comment: a live redraw would replace the field under their cursor
+    // (the text survives in waits.js's drafts, the focus and the caret would not). The next live update
+    // after they leave the field redraws (a click on Approve or Reject reloads at once).
+    const typing = document.activeElement;
+    if (typing && typing.id === "approval-comment" && detail.contains(typing) && st.status === "running") return;
     const tabs = h("div", { class: "tabs", role: "tablist" }, TABS.map((tab) => h("button", {
       type: "button", class: tab === view.tab ? "active" : "", id: `tab-${tab}`, role: "tab", text: tab,
       onclick: () => { view.tab = tab; renderDetail(); if (tab === "logs") loadLogs(true); },
@@ -175,7 +186,7 @@ export function render(main, { id }) {
       body.append(h("table", { id: "tasks-table" }, h("thead", {}, h("tr", {},
         ["#", "Status", "Attempt", "Mode", "Pooled", "Container", "Exit", "Acquire", "Exec", "Duration"].map((t) => h("th", { text: t })))),
       h("tbody", {}, tasks.map((t) => h("tr", {},
-        h("td", { text: String(t.index) }), h("td", {}, badge(t.status)), h("td", { class: "num", text: String(t.attempt) }),
+        h("td", { text: String(t.index) }), h("td", {}, badge(t.status), waitingOn(t.waiting_on)), h("td", { class: "num", text: String(t.attempt) }),
         h("td", { text: t.mode || "—" }), h("td", { text: t.pooled === null || t.pooled === undefined ? "—" : t.pooled ? "warm pool" : "no" }),
         h("td", { class: "mono small", title: t.container_id || "", text: shortId(t.container_id || "—", 12) }),
         h("td", { class: "num", text: t.exit_code ?? "—" }),
