@@ -136,7 +136,7 @@ def complete(
     error = result.error
     if result.ok:
         try:
-            t.plan.state_changes.update(_state_changes(snap, result.state_updates))
+            t.plan.state_changes.update(_state_changes(snap, result.state_updates, env.max_state_value_bytes))
         except Exception as exc:  # an invalid update fails the task, it never half-applies
             error = TaskError(kind=ErrorKind.INVALID_OUTPUT, message=f"state update rejected: {exc}")
     if error is None or error.kind != ErrorKind.POOL_UNAVAILABLE:
@@ -178,8 +178,8 @@ def _wait_for_pool(t: Transition, task: TaskRecord, failure: TaskError, env: Eng
     return True
 
 
-def _state_changes(snap: Snapshot, ops: list[StateOp]) -> dict[str, Any]:
-    changes = apply_state_ops(snap.state, ops)
+def _state_changes(snap: Snapshot, ops: list[StateOp], max_value_bytes: int) -> dict[str, Any]:
+    changes = apply_state_ops(snap.state, ops, max_value_bytes)
     for key, value in changes.items():
         snap.state[key] = value
     return changes

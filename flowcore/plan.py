@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowcore import limits
 from flowcore.logstream import LogLine
 from flowcore.models import (
     WorkflowStatus,
@@ -40,7 +41,10 @@ class EngineEnv:
     lease_ttl_s: float = 5.0
     max_takeovers: int = 5
     pool_grace_s: float = 300.0  # how long a task waits for an unreachable pool service to come back
-    max_map_items: int = 100_000  # a map over more fails its step, saying so (docs/workflows.md#map)
+    # Size limits (flowcore.limits, FLOW_LIMITS__*): a map over more items fails its step, saying so
+    # (docs/workflows.md#map); a state value larger than this fails the task that writes it.
+    max_map_items: int = field(default_factory=lambda: limits.current().max_map_items)
+    max_state_value_bytes: int = field(default_factory=lambda: limits.current().max_state_value_bytes)
 
 
 @dataclass

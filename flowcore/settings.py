@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowcore.errors import ConfigError
 from flowcore.ids import is_valid_id
+from flowcore.limits import LimitsSection, check_pool_body, min_pool_body_bytes
 
 DEFAULT_DEV_TOKEN = "default-token"
 
@@ -164,6 +165,8 @@ def _user_ids(user: str) -> tuple[int, ...]:
 class _Common(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOW_", env_nested_delimiter="__", extra="ignore")
     redis: RedisSection = Field(default_factory=RedisSection)
+    # FLOW_LIMITS__MAX_STEPS, ...: sizes every process enforces where the data is (flowcore.limits)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
     log_level: str = "INFO"
     tracing: TracingSection = Field(default_factory=TracingSection)
 
@@ -350,7 +353,11 @@ class PoolSettings(_PoolPeer):
     capacity: int = Field(32, ge=1, description="Concurrent tasks this service advertises when registering.")
     extra_labels: dict[str, str] = Field(default_factory=dict, description="More labels on every container.")
     max_body_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="Largest request body of the pool API; larger ones are answered 413."
+        default_factory=lambda data: min_pool_body_bytes(data["limits"]),
+        ge=1024,
+        description="Largest request body of the pool API; larger ones are answered 413. Default: one whole step"
+        " output (FLOW_LIMITS__MAX_OUTPUT_MIB) plus a module source, the smallest that lets every output be the"
+        " next step's input (21 MiB); a smaller value is refused at start-up.",
     )
     policy: TaskPolicySection = Field(default_factory=TaskPolicySection, description="What steps may ask for.")
     max_containers: int = Field(
@@ -379,6 +386,14 @@ class PoolSettings(_PoolPeer):
         description="A pool service not seen for this long is gone for good: others forget its kept records.",
     )
     agent_watch_s: float = Field(1.0, gt=0, description="How often agents' restart policies (on_error) are applied.")
+
+    @model_validator(mode="after")
+    def _body_holds_an_output(self) -> PoolSettings:
+        """A step's whole output must fit into the request that carries it as the next step's input."""
+        problem = check_pool_body(self.limits, self.max_body_bytes)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class SchedulerSettings(_Common):

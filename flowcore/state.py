@@ -14,13 +14,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from flowcore import limits
 from flowcore.errors import InvalidInput, NotFound
 from flowcore.keyspace import Keyspace
 from flowcore.pool_api import StateOp
 
 DELETED = object()
 MAX_KEY_LENGTH = 512
-MAX_VALUE_BYTES = 1024 * 1024  # of JSON per key: state is for coordination, not for data
+MAX_VALUE_BYTES = 1024 * 1024  # the default of FLOW_LIMITS__MAX_STATE_VALUE_KIB: state coordinates, it is no store
 
 
 def _check_key(key: str) -> None:
@@ -42,7 +43,7 @@ def _check_size(key: str, value: Any, max_value_bytes: int) -> None:
 
 
 def apply_state_ops(
-    current: dict[str, Any], ops: list[StateOp], max_value_bytes: int = MAX_VALUE_BYTES
+    current: dict[str, Any], ops: list[StateOp], max_value_bytes: int | None = None
 ) -> dict[str, Any]:
     """Return the keys the ops change: key -> new value, or :data:`DELETED`.
 
@@ -51,6 +52,8 @@ def apply_state_ops(
     appending to an object) or would make a value larger than ``max_value_bytes`` of JSON (an
     ``append`` that grows a list past it included), and nothing is applied.
     """
+    if max_value_bytes is None:
+        max_value_bytes = limits.current().max_state_value_bytes  # FLOW_LIMITS__MAX_STATE_VALUE_KIB
     view = dict(current)
     changes: dict[str, Any] = {}
     for op in ops:

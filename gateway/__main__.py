@@ -7,7 +7,7 @@ import socket
 
 import uvicorn
 
-from flowcore import redisconn, tracing_setup
+from flowcore import limits, redisconn, tracing_setup
 from flowcore.settings import GatewaySettings
 from gateway.app import create_app
 
@@ -28,6 +28,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def main() -> None:
     settings = GatewaySettings()
+    limits.configure(settings.limits)  # FLOW_LIMITS__*: read where each limit is enforced
     logging.basicConfig(level=settings.log_level, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)  # raises ConfigError before binding when the config is unsafe
     tracing = tracing_setup.configure(

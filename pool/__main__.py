@@ -6,13 +6,14 @@ import logging
 
 import uvicorn
 
-from flowcore import redisconn, tracing_setup
+from flowcore import limits, redisconn, tracing_setup
 from flowcore.settings import PoolSettings
 from pool.app import create_app
 
 
 def main() -> None:
     settings = PoolSettings()
+    limits.configure(settings.limits)  # FLOW_LIMITS__*: read where each limit is enforced
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tracing = tracing_setup.configure(
         settings.tracing, default_service="flow-pool", redis_url=settings.redis.url, prefix=settings.redis.prefix,

@@ -29,17 +29,16 @@ it does not know (``workflow_id`` included) makes the request invalid.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flowcore.state import MAX_KEY_LENGTH, MAX_VALUE_BYTES
+from flowcore import limits
+from flowcore.state import MAX_KEY_LENGTH
 
 OPS = ("get", "set", "delete", "increment", "append", "cas", "wait")
 WRITES = frozenset({"set", "delete", "increment", "append", "cas"})
-# A request holds at most one value of MAX_VALUE_BYTES and a compare-and-set's expected value.
-MAX_REQUEST_BYTES = 2 * MAX_VALUE_BYTES + 64 * 1024
 MAX_WAIT_S = 30.0
 MAX_RID = 2**53
 
@@ -57,7 +56,8 @@ class BridgeLimits:
     burst: int = 400  # requests beyond the rate, at once
     hello_timeout_s: float = 5.0
     wait_poll_s: float = 0.05  # how often a ``wait`` looks at its key
-    max_request_bytes: int = MAX_REQUEST_BYTES
+    # one value of FLOW_LIMITS__MAX_STATE_VALUE_KIB and a compare-and-set's expected value, and room
+    max_request_bytes: int = field(default_factory=lambda: 2 * limits.current().max_state_value_bytes + 64 * 1024)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -66,7 +66,7 @@ class BridgeLimits:
             "burst": self.burst,
             "max_request_bytes": self.max_request_bytes,
             "max_wait_s": MAX_WAIT_S,
-            "max_value_bytes": MAX_VALUE_BYTES,
+            "max_value_bytes": limits.current().max_state_value_bytes,
         }
 
 
@@ -158,7 +158,6 @@ def changed(found_before: bool, before: Any, found_now: bool, now: Any) -> bool:
 
 
 __all__ = [
-    "MAX_REQUEST_BYTES",
     "MAX_WAIT_S",
     "OPS",
     "WRITES",

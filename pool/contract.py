@@ -11,7 +11,7 @@ a file a container can write. Inside the container each task has a directory of 
     /flow/task/{n}/tmp/         TMPDIR
 
 ``output.json`` and ``state.json`` need the agent (images with python3): the agent reads them without
-following links, regular files only, at most :data:`MAX_FILE_BYTES`. Images without python3 take
+following links, regular files only, at most the output limit (``FLOW_LIMITS__MAX_OUTPUT_MIB``). Images without python3 take
 their input from stdin (and ``input.json``, at most :data:`MAX_ENV_INPUT_BYTES`: it travels in the
 environment) and give their output on stdout.
 
@@ -27,12 +27,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from flowcore import limits
 from flowcore.pool_api import ErrorKind, StateOp, TaskError, TaskRequest
-from pool.runtime import MAX_STDOUT_BYTES
 
 LOG_TAIL_BYTES = 4096
-MAX_FILE_BYTES = 16 * 1024 * 1024
-MAX_STDOUT_MIB = MAX_STDOUT_BYTES >> 20  # the agent keeps as much (flow_agent_wire.MAX_STDOUT_BYTES)
 MAX_ENV_INPUT_BYTES = 100_000  # under Linux's 128 KiB limit of one environment string
 _STATE_OPS = TypeAdapter(list[StateOp])
 
@@ -181,8 +179,8 @@ def build_outcome(request: TaskRequest, raw: RawOutcome, timeout_s: float | None
     if truncated and not (request.output == "text" and request.output_overflow == "truncate"):
         return _fail(
             ErrorKind.INVALID_OUTPUT,
-            f"the step's stdout went past {MAX_STDOUT_MIB} MiB and was cut, so its output is incomplete "
-            "(write less to stdout; a text step may set output_overflow: truncate to keep the start)",
+            f"the step's stdout went past {limits.current().max_output_mib} MiB and was cut, so its output is"
+            " incomplete (write less to stdout; a text step may set output_overflow: truncate to keep the start)",
             raw,
         )
     try:

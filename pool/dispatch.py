@@ -27,6 +27,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from flowcore import limits
 from flowcore.errors import Conflict, FlowError, ImageNotFound, InvalidInput, NotFound
 from flowcore.pool_api import DispatchMode, ErrorKind, TaskError, TaskRequest, TaskResult, TaskTimings
 from flowcore.secretrefs import Redactor, redact_result
@@ -241,7 +242,10 @@ class Dispatcher:
             "cwd": request.workdir,
             "timeout_s": request.timeout_s,
             "user": container.key.user,
-            "max_file_bytes": contract.MAX_FILE_BYTES,
+            # FLOW_LIMITS__*: its output files and function result, its stdout, its live log
+            "max_file_bytes": limits.current().max_output_bytes,
+            "max_stdout_bytes": limits.current().max_output_bytes,
+            "max_log_bytes": limits.current().max_log_bytes,
         }
         on_success, on_failure = cleanup.may_keep(request.cleanup)
         if self.keeper is not None and (on_success or on_failure):

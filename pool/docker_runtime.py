@@ -17,9 +17,9 @@ from typing import Any
 import aiodocker
 import aiohttp
 
+from flowcore import limits
 from flowcore.errors import FlowError, ImageNotFound, NotFound, RuntimeFailure, ServiceUnavailable
 from pool.runtime import (
-    MAX_STDOUT_BYTES,
     ContainerSpec,
     ContainerState,
     ContainerStats,
@@ -242,7 +242,7 @@ class DockerRuntime:
         self, spec: ContainerSpec, timeout_s: float | None, on_output: OutputSink | None, *, leave: bool
     ) -> ProcessResult:
         # stdout is read from the container's log once it has exited (bounded: a step that prints a
-        # gigabyte costs the pool MAX_STDOUT_BYTES). The attached stream feeds live logs only: while
+        # gigabyte costs the pool its output limit). The attached stream feeds live logs only: while
         # dockerd sets it up it may repeat what was printed (the runtime contract test caught one run
         # in 30 with its stdout doubled, ADR 022).
         completed = False
@@ -289,13 +289,14 @@ class DockerRuntime:
                 await self.remove(container_id)
 
     async def _stdout_of(self, container_id: str) -> tuple[bytes, bool]:
-        """An exited container's stdout, at most MAX_STDOUT_BYTES of it, and whether there was more.
+        """An exited container's stdout, at most the output limit of it, and whether there was more.
 
         The log is read to its end, past the cap too (dropped): aiodocker's log stream never closes its
         HTTP response, so leaving it early leaked one connection per truncated run (a ResourceWarning
         in tests/integration/test_output_caps.py). Its end releases the connection."""
         out = bytearray()
         cut = False
+        cap = limits.current().max_output_bytes  # FLOW_LIMITS__MAX_OUTPUT_MIB
         with _translate("read container logs"):
             stream = self._d.containers.container(container_id).log(stdout=True, follow=True)
             try:
@@ -303,8 +304,8 @@ class DockerRuntime:
                     if cut:
                         continue
                     data = chunk.encode()
-                    if len(out) + len(data) > MAX_STDOUT_BYTES:
-                        out.extend(data[: MAX_STDOUT_BYTES - len(out)])
+                    if len(out) + len(data) > cap:
+                        out.extend(data[: cap - len(out)])
                         cut = True
                         continue
                     out.extend(data)
@@ -331,6 +332,7 @@ class DockerRuntime:
         out = bytearray()
         combined = bytearray()
         truncated = False
+        cap = limits.current().max_output_bytes  # FLOW_LIMITS__MAX_OUTPUT_MIB
 
         async def collect() -> None:
             nonlocal truncated
@@ -340,7 +342,7 @@ class DockerRuntime:
                     if message is None:
                         return
                     if message.stream == 1:  # stdout is kept up to its cap; stderr only in the tail
-                        room = MAX_STDOUT_BYTES - len(out)
+                        room = cap - len(out)
                         if len(message.data) > room:
                             truncated = True
                         out.extend(message.data[: max(room, 0)])

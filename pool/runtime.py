@@ -85,10 +85,10 @@ class ProcessResult:
     oom_killed: bool = False
     timed_out: bool = False
     container_id: str | None = None
-    stdout_truncated: bool = False  # stdout went past MAX_STDOUT_BYTES: only its start is here
+    stdout_truncated: bool = False  # stdout went past the output limit: only its start is here
 
 
-MAX_STDOUT_BYTES = 16 * 1024 * 1024  # what the pool keeps of a task's stdout (the agent keeps as much)
+MAX_STDOUT_BYTES = 16 * 1024 * 1024  # the default of what the pool keeps of a task's stdout (flowcore.limits)
 
 
 @dataclass(frozen=True)

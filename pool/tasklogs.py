@@ -28,11 +28,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flowcore import limits
 from flowcore.keyspace import Keyspace
 from flowcore.logstream import LOG_STREAM_MAXLEN, LogLine, StreamName
 from flowcore.pool_api import TaskLogLine, TaskRequest
 from flowcore.secretrefs import Redactor
-from pool.agent.flow_agent_wire import MAX_LOG_BYTES, LineSplitter
+from pool.agent.flow_agent_wire import LineSplitter
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,10 @@ class TaskLog:
             return
         line = self._redactor.text(line)
         self._bytes += len(line) + 1
-        if self._bytes > MAX_LOG_BYTES:
+        cap = limits.current().max_log_bytes  # FLOW_LIMITS__MAX_LOG_MIB_PER_TASK
+        if self._bytes > cap:
             self._stopped = True
-            stream, line = "stderr", f"[flow: over {MAX_LOG_BYTES >> 20} MiB of output; the live log stops here]"
+            stream, line = "stderr", f"[flow: over {cap >> 20} MiB of output; the live log stops here]"
         self._pending.append(LogLine(self._step_id, self._index, self._attempt, stream, line, ts))
         self._pending_bytes += len(line) + 1
         self.lines += 1

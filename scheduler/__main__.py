@@ -8,7 +8,7 @@ import signal
 
 from redis.asyncio import Redis
 
-from flowcore import redisconn, tracing_setup
+from flowcore import limits, redisconn, tracing_setup
 from flowcore.keyspace import Keyspace
 from flowcore.settings import SchedulerSettings
 from scheduler.loop import Scheduler
@@ -46,6 +46,7 @@ async def _main(settings: SchedulerSettings) -> None:
 
 def main() -> None:
     settings = SchedulerSettings()
+    limits.configure(settings.limits)  # FLOW_LIMITS__*: read where each limit is enforced
     tracing = tracing_setup.configure(
         settings.tracing, default_service="flow-scheduler", redis_url=settings.redis.url, prefix=settings.redis.prefix,
         redis_options=redisconn.credentials(settings.redis), redis_section=settings.redis,

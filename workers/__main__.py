@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from flowcore import redisconn, tracing_setup
+from flowcore import limits, redisconn, tracing_setup
 from flowcore.settings import WorkerSettings
 from workers.app import build_worker
 from workers.resilience import REDIS_DOWN, Backoff, ResilientWorker
@@ -16,6 +16,7 @@ log = logging.getLogger("workers")
 
 def main() -> None:
     settings = WorkerSettings()
+    limits.configure(settings.limits)  # FLOW_LIMITS__*: read where each limit is enforced
     logging.basicConfig(level=settings.log_level, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     tracing = tracing_setup.configure(

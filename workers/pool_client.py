@@ -64,7 +64,8 @@ class PoolClient:
                     request,
                     ErrorKind.INPUT,
                     f"the task is {size} bytes of JSON (its input, env and function source), more than the pool "
-                    "service takes (FLOW_MAX_BODY_BYTES of the pool, 8 MiB by default): pass large data by "
+                    "service takes (FLOW_MAX_BODY_BYTES of the pool; by default one whole step output and a module "
+                    "source, 21 MiB): pass large data by "
                     "reference (a path or URL in the input, an object store) instead of inline",
                 )
             if response.status_code < 500:

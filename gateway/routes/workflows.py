@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowcore import dag, engine, flowcontrol, secretrefs, waitstore
+from flowcore import dag, engine, flowcontrol, limits, secretrefs, waitstore
 from flowcore.admission_store import FlowControl
 from flowcore.debounce_store import Debouncer
 from flowcore.engine import EngineEnv, Plan
@@ -49,6 +49,10 @@ def parse_definition(document: Any, policy: TaskPolicySection) -> WorkflowDefini
     """Validate a submitted definition: each object (pydantic), the graph (ids, cycles, targets), then
     what its steps ask for against the operator's policy (networks, user, limits, pool scope)."""
     definition = parse_model(document, WorkflowDefinition)
+    max_steps = limits.current().max_steps  # FLOW_LIMITS__MAX_STEPS
+    if len(definition.steps) > max_steps:
+        raise InvalidInput(f"a workflow has at most {max_steps} steps, this one {len(definition.steps)}"
+                           " (FLOW_LIMITS__MAX_STEPS; a map step runs many tasks as one step)", field="steps")
     dag.validate(definition)
     check_definition(definition, policy)
     return definition

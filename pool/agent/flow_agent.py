@@ -208,6 +208,9 @@ class Runner:
         self.cancel_event = asyncio.Event()
         self.killed: Optional[int] = None  # processes killed by the clean-up, once it has run
         self.zygote: Optional[Zygote] = None  # a function's, asked for its next child after the task
+        # The pool's limits for this task (FLOW_LIMITS__*; an older pool sends none: the defaults).
+        self.max_stdout_bytes = int(message.get("max_stdout_bytes") or MAX_STDOUT_BYTES)
+        self.max_log_bytes = int(message.get("max_log_bytes") or MAX_LOG_BYTES)
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -225,7 +228,7 @@ class Runner:
     async def run(self) -> None:
         self.agent.busy += 1
         started = time.perf_counter()
-        logs = LogSender(self.agent.loop, self.session.send, self.task_id)
+        logs = LogSender(self.agent.loop, self.session.send, self.task_id, self.max_log_bytes)
         task_dir: Optional[sandbox.TaskDir] = None
         user: Optional[sandbox.TaskUser] = None
         try:
@@ -337,7 +340,7 @@ class Runner:
             nonlocal truncated
             tail.add(chunk)
             logs.feed("stdout", chunk)
-            if len(stdout) + len(chunk) <= MAX_STDOUT_BYTES:
+            if len(stdout) + len(chunk) <= self.max_stdout_bytes:
                 stdout.extend(chunk)
             else:
                 truncated = True
@@ -411,6 +414,7 @@ class Runner:
                     "env": self.env(task_dir),
                     "cwd": self.message.get("cwd") or task_dir.work,
                     "max_output_bytes": int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES),
+                    "max_log_bytes": self.max_log_bytes,
                 }
             )
         )
@@ -470,7 +474,7 @@ class Runner:
                 elif kind == "done":
                     # The child checks its own result's size, but it runs the step's code: the agent
                     # bounds what it relays (the result, and the last log lines that ride along).
-                    limit = int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES) + MAX_LOG_BYTES
+                    limit = int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES) + self.max_log_bytes
                     if len(line) > limit + DONE_SLACK_BYTES:
                         message = {
                             "exit_code": 0,

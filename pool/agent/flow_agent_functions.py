@@ -350,6 +350,7 @@ class ChildLogs:
         self._lock = threading.Lock()
         self._buffer: list[list[Any]] = []
         self._sent_bytes = 0
+        self.max_bytes = MAX_LOG_BYTES  # the task's (FLOW_LIMITS__MAX_LOG_MIB_PER_TASK), set when it arrives
         self._stopped = False
         self._closed = threading.Event()
         self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
@@ -369,9 +370,9 @@ class ChildLogs:
             if self._stopped:
                 return
             self._sent_bytes += len(line) + 1
-            if self._sent_bytes > MAX_LOG_BYTES:
+            if self._sent_bytes > self.max_bytes:
                 self._stopped = True
-                note = f"[flow: over {MAX_LOG_BYTES >> 20} MiB of output; the live log stops here]"
+                note = f"[flow: over {self.max_bytes >> 20} MiB of output; the live log stops here]"
                 self._buffer.append(["stderr", note, now])
                 return
             self._buffer.append([stream, line, now])
@@ -441,6 +442,7 @@ def call(module: Any, task: dict[str, Any], channel: ChildChannel, prepared: Opt
     """Run the task's function (``task["qualname"]`` of the zygote's module) with its ``ctx``."""
     ready = prepared if prepared is not None else Prepared(channel)
     tail, logs, sink, err_sink = ready.tail, ready.logs, ready.sink, ready.err_sink
+    logs.max_bytes = int(task.get("max_log_bytes") or MAX_LOG_BYTES)
     env = {str(k): str(v) for k, v in (task.get("env") or {}).items()}
     os.environ.clear()
     os.environ.update(env)

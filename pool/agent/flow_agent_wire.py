@@ -123,8 +123,12 @@ class LogSender:
     for the ``result`` message: a task that ends quickly costs no ``log`` message at all.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[dict[str, Any]], None], task_id: str) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, send: Callable[[dict[str, Any]], None], task_id: str,
+        max_bytes: int = MAX_LOG_BYTES,
+    ) -> None:
         self._loop = loop
+        self._max_bytes = max_bytes  # the task's live log at most (FLOW_LIMITS__MAX_LOG_MIB_PER_TASK)
         self._loop_thread = threading.get_ident()
         self._send = send
         self._task_id = task_id
@@ -149,9 +153,9 @@ class LogSender:
                 return
             for line in lines:
                 self._sent_bytes += len(line) + 1
-                if self._sent_bytes > MAX_LOG_BYTES:
+                if self._sent_bytes > self._max_bytes:
                     self._stopped = True
-                    note = f"[flow: over {MAX_LOG_BYTES >> 20} MiB of output; the live log stops here]"
+                    note = f"[flow: over {self._max_bytes >> 20} MiB of output; the live log stops here]"
                     self._buffer.append(["stderr", note, now])
                     break
                 self._buffer.append([stream, line, now])

@@ -10,8 +10,13 @@ log lines never costs the container: it answers the next task.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
 
+from flowcore import limits
+from flowcore.limits import LimitsSection
 from flowcore.pool_api import DispatchMode, ErrorKind
 from pool.runtime import MAX_STDOUT_BYTES
 from pool.services import PoolServices
@@ -103,3 +108,55 @@ async def test_a_state_value_past_the_limit_is_refused_to_step_code(
         assert await client.hget(Keyspace("flow").state("wf-state-cap"), "small") == b"1"
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def small_limits() -> Iterator[LimitsSection]:
+    """This process's limits lowered, as FLOW_LIMITS__* would set them at a pool's start."""
+    before = limits.current()
+    small = LimitsSection(max_output_mib=1, max_log_mib_per_task=1)
+    limits.configure(small)
+    yield small
+    limits.configure(before)
+
+
+@pytest.mark.parametrize("mode", [DispatchMode.AGENT, DispatchMode.COLD])
+async def test_the_configured_output_limit_holds_in_the_agent_and_the_pool(
+    small_limits: LimitsSection, pool: PoolServices, base_image: str, nopython_image: str, mode: DispatchMode
+) -> None:
+    """FLOW_LIMITS__MAX_OUTPUT_MIB=1: 2 MiB of stdout fails naming 1 MiB, in the agent (which gets the
+    limit with the task) and in a one-shot container's log reader (the pool's)."""
+    image = base_image if mode == DispatchMode.AGENT else nopython_image
+    two_mib = "head -c 2097152 /dev/zero | tr '\\0' 'a'"
+    failed = await pool.dispatcher.execute(make_task(image, command=two_mib, mode=mode, output="text", timeout_s=60))
+    assert not failed.ok and failed.error is not None
+    assert failed.error.kind == ErrorKind.INVALID_OUTPUT and "went past 1 MiB" in failed.error.message
+    kept = await pool.dispatcher.execute(
+        make_task(image, command=two_mib, mode=mode, output="text", output_overflow="truncate", timeout_s=60)
+    )
+    assert kept.ok and kept.output_truncated and isinstance(kept.output, str)
+    assert len(kept.output) == small_limits.max_output_bytes
+
+
+async def test_the_configured_log_limit_stops_the_live_log(
+    small_limits: LimitsSection, pool: PoolServices, base_image: str, redis_url: str
+) -> None:
+    """FLOW_LIMITS__MAX_LOG_MIB_PER_TASK=1: the live log of a 3 MiB flood stops at 1 MiB, saying so."""
+    import redis.asyncio as aioredis
+
+    from flowcore.keyspace import Keyspace
+
+    flood = "head -c 3145728 /dev/zero | tr '\\0' 'a' | fold -w 200 >&2; echo 3"
+    task = make_task(base_image, command=flood, mode=DispatchMode.AGENT, timeout_s=60,
+                     workflow_id=f"wf-logcap-{uuid.uuid4().hex[:8]}")
+    result = await pool.dispatcher.execute(task)
+    assert result.ok and result.output == 3, result.error
+    await pool.logs.flush()
+    client = aioredis.from_url(redis_url)
+    try:
+        entries = await client.xrange(Keyspace("flow").logs(task.workflow_id))
+    finally:
+        await client.aclose()
+    text = b"\n".join(fields.get(b"line", b"") for _, fields in entries)
+    assert b"over 1 MiB of output; the live log stops here" in text
+    assert len(text) < 2 * small_limits.max_log_bytes
