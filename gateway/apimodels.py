@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flowcore.models import StepStatus, WorkflowStatus
 from flowcore.pool_api import TaskError
-from flowcore.records import Origin, TaskStatus
+from flowcore.records import AttemptSummary, Origin, TaskStatus
 from flowcore.triggers import TriggerType
 
 Open = ConfigDict(extra="allow")
@@ -43,18 +43,6 @@ class Health(BaseModel):
 
 
 Time = str | None  # ISO 8601 UTC with a Z (gateway.views.iso), or null
-
-
-class Attempt(BaseModel):
-    """An earlier attempt of a task (``TaskRecord.history``); times in epoch seconds."""
-
-    model_config = Open
-    attempt: int
-    error: TaskError | None = None
-    exit_code: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    container_id: str | None = None
 
 
 class Task(BaseModel):
@@ -82,7 +70,7 @@ class Task(BaseModel):
     exec_ms: float | None
     cpu_time_s: float | None
     peak_memory_bytes: int | None
-    attempts: list[Attempt]
+    attempts: list[AttemptSummary] = Field(description="Earlier attempts (times in epoch seconds).")
     waiting_on: str | None = Field(None, description="A queued task waiting for its step's concurrency key.")
 
 

@@ -10,6 +10,7 @@ whatever still carries the label.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from pydantic import SecretStr
 
 from flowcore.pool_api import TaskRequest
@@ -29,6 +31,7 @@ from flowcore.settings import PoolSettings, RedisSection
 from pool.app import create_app
 from pool.runtime import LABEL_SERVICE
 from pool.services import PoolServices
+from tests.ports import free_port
 
 NOPYTHON_IMAGE = "agentainer-flow/nopython:test"
 _ids = itertools.count()
@@ -103,13 +106,45 @@ def pool_settings(
         docker_cli(docker_host, "rm", "-f", *leftover, check=False)
 
 
-@pytest.fixture
-async def pool(pool_settings: PoolSettings) -> AsyncIterator[PoolServices]:
-    services = await PoolServices.open(pool_settings)
+@contextlib.asynccontextmanager
+async def running_pool(settings: PoolSettings) -> AsyncIterator[PoolServices]:
+    """The pool service's parts, opened in-process and closed after."""
+    services = await PoolServices.open(settings)
     try:
         yield services
     finally:
         await services.close()
+
+
+@pytest.fixture
+async def pool(pool_settings: PoolSettings) -> AsyncIterator[PoolServices]:
+    async with running_pool(pool_settings) as services:
+        yield services
+
+
+@pytest.fixture
+def keep_settings(pool_settings: PoolSettings) -> PoolSettings:
+    """A pool that sweeps its kept containers (cleanup policy keep) five times a second."""
+    pool_settings.kept_sweep_s = 0.2
+    return pool_settings
+
+
+@contextlib.asynccontextmanager
+async def served(settings: PoolSettings) -> AsyncIterator[str]:
+    """The pool app under uvicorn on a free loopback port (real HTTP, real lifespan); its base URL."""
+    settings = settings.model_copy(update={"port": free_port()})
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def pool_headers(settings: PoolSettings) -> dict[str, str]:
@@ -132,11 +167,14 @@ def make_task(image: str, **fields: Any) -> TaskRequest:
 __all__ = [
     "NOPYTHON_IMAGE",
     "docker_cli",
+    "keep_settings",
     "make_task",
     "nopython_image",
     "pool",
     "pool_headers",
     "pool_settings",
+    "running_pool",
+    "served",
     "service_containers",
     "work_dir",
 ]

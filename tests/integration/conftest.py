@@ -14,7 +14,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings
+from flowcore.store import WorkflowStore
 from tests.gateway_client import gateway_client
 
 TEST_HOSTS = ["gw", "gw.test", "localhost", "127.0.0.1", "[::1]"]
@@ -40,3 +42,13 @@ async def api(conn: Redis, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = GatewaySettings(redis={"url": redis_url}, pool={"url": "http://127.0.0.1:9"})
     async with gateway_client(settings, conn) as client:
         yield client
+
+
+@pytest.fixture
+async def stores(redis_url: str, keys: Keyspace) -> AsyncIterator[list[WorkflowStore]]:
+    """Two workflow stores on their own clients (two processes, as far as races go), under the module's
+    ``keys`` fixture (each module that uses this defines its own key prefix)."""
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    yield [WorkflowStore(c, keys) for c in clients]
+    for client in clients:
+        await client.aclose()

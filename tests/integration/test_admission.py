@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,14 +26,6 @@ from flowcore.store import WorkflowStore, new_workflow_id
 @pytest.fixture
 def keys() -> Keyspace:
     return Keyspace(f"fc-{secrets.token_hex(4)}")
-
-
-@pytest.fixture
-async def stores(redis_url: str, keys: Keyspace) -> AsyncIterator[list[WorkflowStore]]:
-    clients = [Redis.from_url(redis_url) for _ in range(2)]
-    yield [WorkflowStore(c, keys) for c in clients]
-    for client in clients:
-        await client.aclose()
 
 
 def definition(config: dict[str, Any], inp: Any = None, name: str = "billing") -> WorkflowDefinition:

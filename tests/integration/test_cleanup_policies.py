@@ -24,10 +24,12 @@ from pool.services import PoolServices
 from tests.pool_fixtures import (  # noqa: F401
     docker_cli,
     eventually,
+    keep_settings,
     make_task,
     nopython_image,
     pool_headers,
     pool_settings,
+    running_pool,
     service_containers,
     work_dir,
 )
@@ -70,18 +72,9 @@ def _gone(docker_host: str, container_id: str | None) -> Any:
 
 
 @pytest.fixture
-def keep_settings(pool_settings: PoolSettings) -> PoolSettings:
-    pool_settings.kept_sweep_s = 0.2
-    return pool_settings
-
-
-@pytest.fixture
 async def pool(keep_settings: PoolSettings) -> AsyncIterator[PoolServices]:
-    services = await PoolServices.open(keep_settings)
-    try:
+    async with running_pool(keep_settings) as services:
         yield services
-    finally:
-        await services.close()
 
 
 def _task(image: str, wf: str, command: str, **cleanup: Any) -> Any:

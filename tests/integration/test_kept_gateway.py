@@ -6,56 +6,29 @@ each container's requests reach the service that kept it, bad inputs refused, an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import redis as redis_sync
-import uvicorn
 from redis.asyncio import Redis
 
 from flowcore.keyspace import Keyspace
 from flowcore.settings import GatewaySettings, PoolSettings
 from gateway.routes.kept import live_services, owner_of
-from pool.app import create_app
 from tests.gateway_client import gateway_client
 from tests.pool_fixtures import (  # noqa: F401
     docker_cli,
     eventually,
     pool_headers,
     pool_settings,
+    served,
     service_containers,
     work_dir,
 )
 
 KEYS = Keyspace("flow")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def served(settings: PoolSettings) -> AsyncIterator[str]:
-    """A pool service under uvicorn on a free loopback port (it registers that address)."""
-    settings = settings.model_copy(update={"port": _free_port()})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                           log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def _inspect(docker_host: str, container_id: str) -> dict[str, Any] | None:

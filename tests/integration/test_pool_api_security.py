@@ -10,7 +10,6 @@ service registration only counts when the pool token signed it (docs/security.md
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from pydantic import SecretStr
 
 from flowcore.errors import ConfigError
@@ -36,10 +34,10 @@ from tests.pool_fixtures import (  # noqa: F401
     pool,
     pool_headers,
     pool_settings,
+    served,
     service_containers,
     work_dir,
 )
-from tests.ports import free_port
 from workers.pool_client import PoolClient
 from workers.routing import PoolRouter
 
@@ -287,24 +285,6 @@ async def test_a_forged_registration_is_never_chosen(
 
 
 # ---- the stack's own clients carry the token ----------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def served(settings: PoolSettings) -> AsyncIterator[str]:
-    """The pool app under uvicorn on a free loopback port (real HTTP, real lifespan)."""
-    settings = settings.model_copy(update={"port": free_port()})
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from flowcore import engine, stepkey_engine
 from flowcore.engine import EngineEnv
@@ -30,14 +28,6 @@ from flowcore.store import WorkflowStore
 @pytest.fixture
 def keys() -> Keyspace:
     return Keyspace(f"sk-{secrets.token_hex(4)}")
-
-
-@pytest.fixture
-async def stores(redis_url: str, keys: Keyspace) -> AsyncIterator[list[WorkflowStore]]:
-    clients = [Redis.from_url(redis_url) for _ in range(2)]
-    yield [WorkflowStore(c, keys) for c in clients]
-    for client in clients:
-        await client.aclose()
 
 
 def keyed(customer: str, limit: int = 1, items: int = 1) -> WorkflowDefinition:

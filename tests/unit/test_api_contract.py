@@ -17,7 +17,7 @@ from flowcore import engine
 from flowcore.engine import EngineEnv
 from flowcore.models import WorkflowDefinition, WorkflowStatus
 from flowcore.pool_api import ErrorKind, TaskError, TaskResult
-from flowcore.records import Origin, Snapshot
+from flowcore.records import AttemptSummary, Origin, Snapshot
 from flowcore.triggers import Trigger, TriggerSpec, trigger_view
 from gateway import apimodels as api
 from gateway.views import workflow_view
@@ -34,7 +34,7 @@ def undeclared(value: dict[str, Any], model: type[BaseModel], where: str) -> lis
     missing = [f"{where}.{key}" for key in value if key not in declared(model)]
     nested: dict[tuple[type[BaseModel], str], type[BaseModel]] = {
         (api.Workflow, "steps"): api.Step, (api.Workflow, "graph"): api.Graph, (api.Workflow, "origin"): Origin,
-        (api.Step, "tasks"): api.Task, (api.Task, "attempts"): api.Attempt, (api.Graph, "edges"): api.Edge,
+        (api.Step, "tasks"): api.Task, (api.Task, "attempts"): AttemptSummary, (api.Graph, "edges"): api.Edge,
     }
     for (parent, key), child in nested.items():
         if parent is not model or value.get(key) is None:
