@@ -37,9 +37,8 @@ def task_message(request: TaskRequest, container: PooledContainer, *, may_keep: 
         "cwd": request.workdir,
         "timeout_s": request.timeout_s,
         "user": container.key.user,
-        # FLOW_LIMITS__*: its output files and function result, its stdout, its live log
+        # FLOW_LIMITS__*: its stdout, output files and function result; its live log
         "max_file_bytes": limits.current().max_output_bytes,
-        "max_stdout_bytes": limits.current().max_output_bytes,
         "max_log_bytes": limits.current().max_log_bytes,
     }
     on_success, on_failure = cleanup.may_keep(request.cleanup)
@@ -66,10 +65,14 @@ def task_message(request: TaskRequest, container: PooledContainer, *, may_keep: 
 
 
 def reply_outcome(request: TaskRequest, reply: dict[str, Any], running: Running) -> contract.RawOutcome:
-    """The agent's ``result`` reply as the step contract reads it."""
+    """The agent's ``result`` reply as the step contract reads it. The agent keeps stdout to the task's
+    output limit; the pool holds it to the limit too, whatever the reply says."""
+    stdout = reply_text(reply.get("stdout"))
+    cap = limits.current().max_output_bytes
+    over = len(stdout) > cap  # characters: at least as many bytes
     raw = contract.RawOutcome(
         exit_code=reply_int_or_none(reply.get("exit_code")),
-        stdout=reply_text(reply.get("stdout")),
+        stdout=stdout[:cap] if over else stdout,
         log_tail=reply_text(reply.get("log_tail")),
         timed_out=reply.get("timed_out") is True,
         oom=reply.get("oom") is True,
@@ -79,7 +82,7 @@ def reply_outcome(request: TaskRequest, reply: dict[str, Any], running: Running)
         function_output=reply.get("output"),
         has_function_output=reply.get("has_output") is True,
         output_error=reply_text_or_none(reply.get("output_error")) or reply_text_or_none(reply.get("file_error")),
-        stdout_truncated=reply.get("stdout_truncated") is True,
+        stdout_truncated=over or reply.get("stdout_truncated") is True,
         output_file=reply_text_or_none(reply.get("output_file")),
         state_file=reply_text_or_none(reply.get("state_file")),
         cpu_time_s=reply_non_negative(reply.get("cpu_time_s")),

@@ -62,7 +62,7 @@ try:  # a package on the host (tests, the pool's imports); sibling files in a co
     from .flow_agent_wire import (
         MAX_LINE_BYTES,
         MAX_LOG_BYTES,
-        MAX_STDOUT_BYTES,
+        MAX_OUTPUT_BYTES,
         PROTOCOL_VERSION,
         LogSender,
         Tail,
@@ -80,7 +80,7 @@ except ImportError:  # pragma: no cover - the in-container layout
     from flow_agent_wire import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         MAX_LINE_BYTES,
         MAX_LOG_BYTES,
-        MAX_STDOUT_BYTES,
+        MAX_OUTPUT_BYTES,
         PROTOCOL_VERSION,
         LogSender,
         Tail,
@@ -94,7 +94,6 @@ except ImportError:  # pragma: no cover - the in-container layout
     )
 
 TOKEN_ENV = "FLOW_AGENT_TOKEN"
-DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_ZYGOTES = 4
 STATE_TIMEOUT_S = 30.0
 DONE_SLACK_BYTES = 64 * 1024  # a done message's own fields, besides its result and log lines
@@ -209,7 +208,7 @@ class Runner:
         self.killed: Optional[int] = None  # processes killed by the clean-up, once it has run
         self.zygote: Optional[Zygote] = None  # a function's, asked for its next child after the task
         # The pool's limits for this task (FLOW_LIMITS__*; an older pool sends none: the defaults).
-        self.max_stdout_bytes = int(message.get("max_stdout_bytes") or MAX_STDOUT_BYTES)
+        self.max_output_bytes = int(message.get("max_file_bytes") or MAX_OUTPUT_BYTES)  # stdout, files, result
         self.max_log_bytes = int(message.get("max_log_bytes") or MAX_LOG_BYTES)
 
     def kill(self) -> None:
@@ -247,7 +246,7 @@ class Runner:
             self.killed = self.agent.clean_up(user, self.pid)
         result["killed"] = self.killed
         if task_dir is not None:
-            limit = int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+            limit = self.max_output_bytes
             output = sandbox.read_task_file(task_dir.output, limit)
             state = sandbox.read_task_file(task_dir.state, limit)
             result["output_file"], result["state_file"] = output.text, state.text
@@ -271,7 +270,7 @@ class Runner:
         # Off the task's time, before the next message is read: its files go, the next directory
         # is made (unless kept, see above).
         if not kept:
-            self.agent.make_dir_ahead(task_dir, user)
+            self.agent.dirs.make_ahead(task_dir, user, idle=not self.agent.runners)
         if self.zygote is not None:
             self.zygote.replenish()
         if self.agent.peak_resettable:
@@ -281,7 +280,7 @@ class Runner:
         # A function's input travels once, in its ctx; its input.json holds the same document.
         value = self.message["input"] if "input" in self.message else (self.message.get("ctx") or {}).get("input")
         payload = json.dumps(value, separators=(",", ":")).encode()
-        task_dir = self.agent.take_dir(user)
+        task_dir = self.agent.dirs.take(user)
         sandbox.write_input(task_dir, payload)
         return task_dir
 
@@ -340,7 +339,7 @@ class Runner:
             nonlocal truncated
             tail.add(chunk)
             logs.feed("stdout", chunk)
-            if len(stdout) + len(chunk) <= self.max_stdout_bytes:
+            if len(stdout) + len(chunk) <= self.max_output_bytes:
                 stdout.extend(chunk)
             else:
                 truncated = True
@@ -413,7 +412,7 @@ class Runner:
                     "ctx": self.message.get("ctx") or {},
                     "env": self.env(task_dir),
                     "cwd": self.message.get("cwd") or task_dir.work,
-                    "max_output_bytes": int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES),
+                    "max_output_bytes": self.max_output_bytes,
                     "max_log_bytes": self.max_log_bytes,
                 }
             )
@@ -474,7 +473,7 @@ class Runner:
                 elif kind == "done":
                     # The child checks its own result's size, but it runs the step's code: the agent
                     # bounds what it relays (the result, and the last log lines that ride along).
-                    limit = int(self.message.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES) + self.max_log_bytes
+                    limit = self.max_output_bytes + self.max_log_bytes
                     if len(line) > limit + DONE_SLACK_BYTES:
                         message = {
                             "exit_code": 0,
@@ -496,8 +495,7 @@ class Agent:
         self.base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_AGENT_")}
         self.runners: dict[str, Runner] = {}
         self.busy = 0
-        self.task_seq = 0
-        self.dir_ahead: Optional[tuple[sandbox.TaskDir, Optional[sandbox.TaskUser]]] = None
+        self.dirs = sandbox.TaskDirs(task_root)
         self.zygotes: dict[tuple[str, str, Any], Zygote] = {}
         self.peak_resettable = False  # whether /proc/self/clear_refs can reset the RSS high-water mark
         # Only a container's agent (PID 1) owns /tmp and friends; an agent run by hand does not.
@@ -521,33 +519,6 @@ class Agent:
         zygote.watch(self.loop)
         self.zygotes[key] = zygote
         return zygote
-
-    def take_dir(self, user: Optional[sandbox.TaskUser]) -> sandbox.TaskDir:
-        """The directory made ahead for ``user`` when it is untouched; else a new one."""
-        ahead, self.dir_ahead = self.dir_ahead, None
-        if ahead is not None:
-            if ahead[1] == user and sandbox.is_untouched(ahead[0], user):
-                return ahead[0]
-            sandbox.remove_task_dir(ahead[0])
-        return sandbox.make_empty_task_dir(self.task_root, self.next_dir_name(), user)
-
-    def make_dir_ahead(self, used: Optional[sandbox.TaskDir], user: Optional[sandbox.TaskUser]) -> None:
-        """The next task's directory: the one just used when it recycles cleanly, else a new one."""
-        if used is not None and self.dir_ahead is None and not self.runners and sandbox.recycle_task_dir(used, user):
-            self.dir_ahead = (used, user)
-            return
-        if used is not None:
-            sandbox.remove_task_dir(used)
-        if self.dir_ahead is not None or self.runners:
-            return
-        try:
-            self.dir_ahead = (sandbox.make_empty_task_dir(self.task_root, self.next_dir_name(), user), user)
-        except OSError:
-            self.dir_ahead = None
-
-    def next_dir_name(self) -> str:
-        self.task_seq += 1
-        return f"t{self.task_seq}"
 
     def clean_up(self, user: Optional[sandbox.TaskUser], group: Optional[int]) -> int:
         spare = [z.proc.pid for z in self.zygotes.values() if z.alive]

@@ -46,6 +46,7 @@ try:  # a package on the host (tests, the pool's imports); a sibling file in a c
     from .flow_agent_wire import (
         LOG_FLUSH_S,
         MAX_LOG_BYTES,
+        MAX_OUTPUT_BYTES,
         LineSplitter,
         Tail,
         _TextSink,
@@ -60,6 +61,7 @@ except ImportError:  # pragma: no cover - the in-container layout
     from flow_agent_wire import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         LOG_FLUSH_S,
         MAX_LOG_BYTES,
+        MAX_OUTPUT_BYTES,
         LineSplitter,
         Tail,
         _TextSink,
@@ -68,7 +70,6 @@ except ImportError:  # pragma: no cover - the in-container layout
     )
 
 STATE_TIMEOUT_S = 30.0
-DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 PR_SET_DUMPABLE = 4
 ZYGOTE_START_TIMEOUT_S = 60.0
 AGENT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flow_agent.py")
@@ -456,7 +457,7 @@ def call(module: Any, task: dict[str, Any], channel: ChildChannel, prepared: Opt
         value = find_function(module, str(task.get("qualname")))(ctx)
         if asyncio.iscoroutine(value):
             value = asyncio.new_event_loop().run_until_complete(value)
-        limit = int(task.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
+        limit = int(task.get("max_output_bytes") or MAX_OUTPUT_BYTES)
         try:
             size = len(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:

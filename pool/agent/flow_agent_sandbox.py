@@ -321,3 +321,41 @@ def scrub(user: Optional[TaskUser], places: Iterable[str] = SHARED_SCRATCH) -> N
             else:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+
+class TaskDirs:
+    """The agent's task directories under ``root``: the next one is made (or the last one recycled)
+    after a task, off the next task's time, and taken when it is still untouched."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.seq = 0
+        self.ahead: Optional[tuple[TaskDir, Optional[TaskUser]]] = None
+
+    def take(self, user: Optional[TaskUser]) -> TaskDir:
+        """The directory made ahead for ``user`` when it is untouched; else a new one."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            if ahead[1] == user and is_untouched(ahead[0], user):
+                return ahead[0]
+            remove_task_dir(ahead[0])
+        return make_empty_task_dir(self.root, self._name(), user)
+
+    def make_ahead(self, used: Optional[TaskDir], user: Optional[TaskUser], *, idle: bool) -> None:
+        """The next task's directory: the one just used when it recycles cleanly, else a new one (only
+        while no other task runs, ``idle``)."""
+        if used is not None and self.ahead is None and idle and recycle_task_dir(used, user):
+            self.ahead = (used, user)
+            return
+        if used is not None:
+            remove_task_dir(used)
+        if self.ahead is not None or not idle:
+            return
+        try:
+            self.ahead = (make_empty_task_dir(self.root, self._name(), user), user)
+        except OSError:
+            self.ahead = None
+
+    def _name(self) -> str:
+        self.seq += 1
+        return f"t{self.seq}"

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 PROTOCOL_VERSION = 2
 TAIL_BYTES = 4096
-MAX_STDOUT_BYTES = 16 * 1024 * 1024
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # stdout, output files, a function's result: the pool sends the task's own
 MAX_LINE_BYTES = 64 * 1024 * 1024
 STATE_TIMEOUT_S = 30.0
 LOG_FLUSH_S = 0.05

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from flowcore import limits
 from flowcore.errors import FlowError, ImageNotFound, NotFound, RuntimeFailure, ServiceUnavailable
 from pool.runtime import (
-    MAX_STDOUT_BYTES,
     ContainerRuntime,
     ContainerSpec,
     ContainerState,
@@ -229,13 +229,13 @@ class FakeRuntime:
             completed = True
             return ProcessResult(
                 exit_code=container.exit_code,
-                stdout=stdout[:MAX_STDOUT_BYTES],
+                stdout=stdout[:limits.current().max_output_bytes],
                 stderr=b"",
                 combined_tail=b"".join(data for _, data in container.output)[-TAIL_BYTES:],
                 oom_killed=container.oom_killed,
                 timed_out=timed_out,
                 container_id=container_id,
-                stdout_truncated=len(stdout) > MAX_STDOUT_BYTES,
+                stdout_truncated=len(stdout) > limits.current().max_output_bytes,
             )
         finally:
             if not (leave and completed):
@@ -293,12 +293,12 @@ class FakeRuntime:
         exit_code = -1 if timed_out else KILLED if ended_with_container else process.exit_code
         return ProcessResult(
             exit_code=exit_code,
-            stdout=process.stdout[:MAX_STDOUT_BYTES],
+            stdout=process.stdout[:limits.current().max_output_bytes],
             stderr=b"",
             combined_tail=(process.stdout + process.stderr)[-TAIL_BYTES:],
             timed_out=timed_out,
             container_id=container_id,
-            stdout_truncated=len(process.stdout) > MAX_STDOUT_BYTES,
+            stdout_truncated=len(process.stdout) > limits.current().max_output_bytes,
         )
 
     async def exec_capped(
